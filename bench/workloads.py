@@ -1,0 +1,50 @@
+"""Reproducible benchmark inputs built from the committed fixtures (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+OUT = Path(__file__).resolve().parent / "data"
+
+
+def _read(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def _write(path: Path, pcm: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.astype(np.int16).tobytes())
+    return path
+
+
+def long_meeting(seconds: float = 270.0) -> Path:
+    """A 'meeting' of the given length: the long fixture and the English clips in turn, with pauses."""
+    path = OUT / f"meeting_{int(seconds)}s.wav"
+    if path.exists():
+        return path
+    clips = json.loads((FIXTURES / "fixtures.json").read_text())
+    parts = [_read(FIXTURES / clips["long"]["file"])] + [
+        _read(FIXTURES / c["file"]) for c in clips["clips"] if c["lang"] == "en"]
+    pause = np.zeros(int(0.8 * 16000), dtype=np.int16)
+    pcm, i = [], 0
+    while sum(len(p) for p in pcm) < seconds * 16000:
+        pcm += [parts[i % len(parts)], pause]
+        i += 1
+    return _write(path, np.concatenate(pcm)[: int(seconds * 16000)])
+
+
+def short_clips() -> list[Path]:
+    clips = json.loads((FIXTURES / "fixtures.json").read_text())
+    return [FIXTURES / c["file"] for c in clips["clips"]]

@@ -1,0 +1,156 @@
+"""The `qasr-edge` command: transcribe, export, models, profiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .writers import FORMATS
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default="whisper-base", help="package folder, checkpoint folder or registry name")
+    p.add_argument("--profile", "-p", default=None, help="device profile name or .toml path (default: cpu)")
+    p.add_argument("--threads", "-t", type=int, default=None, help="intra-op threads (default: the profile's)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                   help="precision of a registry model (default: the profile's)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qasr-edge", description="Offline speech-to-text on the device.")
+    parser.add_argument("--version", action="version", version=f"qasr_edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files")
+    t.add_argument("audio", nargs="+", help="audio or video files")
+    _add_runtime_args(t)
+    t.add_argument("--language", "-l", default=None, help="language code (default: detect)")
+    t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    t.add_argument("--beam-size", "-b", type=int, default=5)
+    t.add_argument("--best-of", type=int, default=5)
+    t.add_argument("--temperature", type=float, nargs="+", default=None, help="temperature(s) for fallback")
+    t.add_argument("--max-new-tokens", type=int, default=None)
+    t.add_argument("--initial-prompt", default=None)
+    t.add_argument("--context", default="", help="context text (Qwen3-ASR)")
+    t.add_argument("--without-timestamps", action="store_true")
+    t.add_argument("--no-condition-on-previous-text", action="store_true")
+    t.add_argument("--no-vad-gate", action="store_true",
+                   help="keep windows that Whisper thinks silent even when the voice-activity detector hears no speech")
+    t.add_argument("--batch-size", type=int, default=None, help="windows decoded together")
+    t.add_argument("--format", "-f", choices=FORMATS, default="txt")
+    t.add_argument("--output-dir", "-o", default=None, help="write <name>.<format> files here instead of stdout")
+
+    e = sub.add_parser("export", help="export a checkpoint into a model package (needs qasr_edge[export])")
+    e.add_argument("source", help="CTranslate2 or Hugging Face checkpoint folder, or a registry name")
+    e.add_argument("--output", "-o", required=True)
+    e.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    e.add_argument("--name", default=None)
+    e.add_argument("--overwrite", action="store_true")
+
+    m = sub.add_parser("models", help="list model packages")
+    m.add_argument("action", nargs="?", choices=("list",), default="list")
+    m.add_argument("--json", action="store_true")
+
+    sub.add_parser("profiles", help="list device profiles")
+    return parser
+
+
+def _progress(fraction: float) -> None:
+    sys.stderr.write(f"\r{fraction * 100:5.1f}%")
+    sys.stderr.flush()
+
+
+def cmd_transcribe(args) -> int:
+    from .model import load_model
+    from .writers import render, write
+
+    model = load_model(args.model, profile=args.profile, threads=args.threads, precision=args.precision)
+    show_progress = len(args.audio) > 1 and sys.stderr.isatty()
+    options = dict(language=args.language, task=args.task, beam_size=args.beam_size, best_of=args.best_of,
+                   max_new_tokens=args.max_new_tokens, initial_prompt=args.initial_prompt, context=args.context,
+                   without_timestamps=args.without_timestamps, batch_size=args.batch_size,
+                   condition_on_previous_text=not args.no_condition_on_previous_text)
+    if args.temperature:
+        options["temperatures"] = tuple(args.temperature)
+    if args.no_vad_gate:
+        options["vad_gate"] = None
+    results = model.transcribe(args.audio, progress=_progress if show_progress else None, **options)
+    if show_progress:
+        sys.stderr.write("\n")
+    failed = 0
+    for path, t in zip(args.audio, results):
+        if t.error:
+            failed += 1
+            print(f"qasr-edge: error: {t.error}", file=sys.stderr)
+        if args.output_dir:
+            if not t.error:
+                write(t, args.format, args.output_dir, Path(path).stem)
+        elif args.format in ("json", "jsonl"):
+            sys.stdout.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+        elif not t.error:
+            sys.stdout.write(render(t, args.format))
+        sys.stdout.flush()
+    if failed:
+        print(f"qasr-edge: {failed} of {len(results)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_export(args) -> int:
+    from .registry import REGISTRY, home
+    from .tooling.export import export
+
+    source = Path(args.source)
+    if not source.exists() and args.source in REGISTRY:
+        source = REGISTRY[args.source].fetch(home() / "sources" / args.source)
+    out = export(source, args.output, precision=args.precision, name=args.name or Path(args.source).name,
+                 overwrite=args.overwrite)
+    print(out)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .registry import local_models
+
+    rows = local_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        where = r["path"] or r.get("note", "")
+        size = f"{r['size_mb']:.1f} MB" if r["size_mb"] is not None else "-"
+        print(f"{r['name']:<24} {r['family']:<10} {r['precision']:<6} {size:>10}  {where}")
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    from .profiles import list_profiles, load_profile
+
+    for name in list_profiles():
+        prof = load_profile(name)
+        print(f"{name:<16} {', '.join(prof.providers):<40} {prof.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"transcribe": cmd_transcribe, "export": cmd_export, "models": cmd_models,
+               "profiles": cmd_profiles}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line, no traceback; QASR_EDGE_DEBUG=1 shows it
+        import os
+
+        if os.environ.get("QASR_EDGE_DEBUG"):
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"qasr-edge: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The Whisper family adapter: prompts, language detection, and long audio by 30 s windows that
+seek by the last timestamp and condition on the previous text. Windows of different inputs are
+encoded and decoded together in one batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ...features import log_mel_spectrogram
+from ...options import TranscribeOptions
+from ...package import ModelPackage
+from ...profiles import Profile
+from ...results import Segment, Transcript
+from ...search import Decoded, Prefilled, SearchOptions, decode_with_fallback, log_softmax
+from ...tokenizer import Tokenizer
+from ...vad import SpeechDetector
+from .graphs import WhisperGraphs
+from .rules import SuppressAtStart, SuppressTokens, TimestampRules
+from .tokens import FRAMES_PER_SECOND, INPUT_STRIDE, N_FRAMES, TIME_PRECISION, WhisperTokens, non_speech_tokens
+
+SAMPLE_RATE = 16000
+MIN_SPEECH_SECONDS = 0.25   # less than this, heard by the voice-activity detector, is no speech
+
+
+@dataclass
+class _Job:
+    """One input's progress through its windows."""
+
+    audio: np.ndarray = field(repr=False)
+    features: np.ndarray = field(repr=False)   # normalised log-mel of the whole input [n_mels, frames]
+    language: str | None = None
+    language_probability: float = 1.0
+    all_language_probs: list[tuple[str, float]] | None = None
+    seek: int = 0
+    all_tokens: list[int] = field(default_factory=list)
+    prompt_reset_since: int = 0
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def content_frames(self) -> int:
+        return self.features.shape[-1] - 1
+
+    @property
+    def done(self) -> bool:
+        return self.seek >= self.content_frames
+
+
+class WhisperModel:
+    family = "whisper"
+
+    def __init__(self, package: ModelPackage, profile: Profile):
+        self.package = package
+        self.profile = profile
+        self.graphs = WhisperGraphs(package, profile)
+        self.tokens = WhisperTokens.from_manifest(package.special_tokens)
+        self.tokenizer = Tokenizer(package.tokenizer_path, special_limit=self.tokens.eot)
+        self._non_speech = non_speech_tokens(self.tokenizer)
+        self.vad = SpeechDetector.from_package(package, profile)
+
+    # -- public --------------------------------------------------------------------------------
+
+    def transcribe(self, audios: list[np.ndarray], options: TranscribeOptions,
+                   progress: Callable[[float], None] | None = None) -> list[Transcript]:
+        if options.language is not None and self.tokens.multilingual and options.language not in self.tokens.languages:
+            raise ValueError(f"unknown language '{options.language}' (known: {', '.join(self.tokens.languages)})")
+        language = options.language if self.tokens.multilingual else "en"
+        jobs = [self._start(audio, language, options) for audio in audios]
+        batch = options.batch_size or self.profile.max_batch
+        total = sum(j.content_frames for j in jobs) or 1
+        while active := [j for j in jobs if not j.done]:
+            for start in range(0, len(active), batch):
+                self._decode_windows(active[start:start + batch], options)
+            if progress:
+                progress(sum(min(j.seek, j.content_frames) for j in jobs) / total)
+        return [self._transcript(job, audio) for job, audio in zip(jobs, audios)]
+
+    def detect_language(self, cross_kv: np.ndarray) -> list[list[tuple[str, float]]]:
+        """Language probabilities (best first) for each window of an encoded batch."""
+        _, logits = self.graphs.prefill(cross_kv, [[self.tokens.sot]] * cross_kv.shape[2])
+        probs = np.exp(log_softmax(logits[:, -1, self.tokens.language_ids]))
+        codes = self.tokens.language_codes
+        return [sorted(zip(codes, map(float, p)), key=lambda cp: cp[1], reverse=True) for p in probs]
+
+    # -- windows -------------------------------------------------------------------------------
+
+    def _start(self, audio: np.ndarray, language: str | None, options: TranscribeOptions) -> _Job:
+        job = _Job(audio, log_mel_spectrogram(audio, self.graphs.n_mels, padding=160), language)
+        if options.initial_prompt:
+            job.all_tokens = self.tokenizer.encode(" " + options.initial_prompt.strip())
+        return job
+
+    def _window(self, job: _Job) -> tuple[np.ndarray, int]:
+        size = min(N_FRAMES, job.content_frames - job.seek)
+        mel = np.zeros((self.graphs.n_mels, N_FRAMES), dtype=np.float32)
+        mel[:, :size] = job.features[:, job.seek:job.seek + size]
+        return mel, size
+
+    def _prompt(self, job: _Job, options: TranscribeOptions) -> tuple[list[int], int]:
+        """The decoder prompt and the index of its start-of-transcript token."""
+        prompt: list[int] = []
+        previous = job.all_tokens[job.prompt_reset_since:]
+        if previous:
+            prompt = [self.tokens.sot_prev] + previous[-(self.graphs.n_text_ctx // 2 - 1):]
+        sot_index = len(prompt)
+        prompt += self.tokens.sot_sequence(job.language, options.task)
+        if options.without_timestamps:
+            prompt.append(self.tokens.no_timestamps)
+        return prompt, sot_index
+
+    def _suppressed(self, options: TranscribeOptions) -> list[int]:
+        ids = {t for t in options.suppress_tokens if t >= 0}
+        if -1 in options.suppress_tokens:
+            ids |= self._non_speech
+        t = self.tokens
+        return sorted(ids | {t.transcribe, t.translate, t.sot, t.sot_prev, t.sot_lm, t.no_speech})
+
+    def _decode_windows(self, jobs: list[_Job], options: TranscribeOptions) -> None:
+        windows = [self._window(j) for j in jobs]
+        cross_kv = self.graphs.encode(np.stack([w for w, _ in windows]))
+        unknown = [i for i, j in enumerate(jobs) if j.language is None]
+        if unknown:
+            for i, probs in zip(unknown, self.detect_language(np.take(cross_kv, unknown, axis=2))):
+                jobs[i].language, jobs[i].language_probability = probs[0]
+                jobs[i].all_language_probs = probs
+
+        prompts = [self._prompt(j, options) for j in jobs]
+        room = self.graphs.n_text_ctx - max(len(p) for p, _ in prompts)
+        max_new = room if options.max_new_tokens is None else min(options.max_new_tokens, room)
+        search = SearchOptions(beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
+                               length_penalty=options.length_penalty, max_new_tokens=max(max_new, 0),
+                               eos=(self.tokens.eot,), n_best=options.n_best)
+        filters = [SuppressTokens(self._suppressed(options))]
+        if options.suppress_blank:
+            filters.append(SuppressAtStart(self.tokenizer.encode(" ") + [self.tokens.eot]))
+        if not options.without_timestamps:
+            max_initial = round(options.max_initial_timestamp / TIME_PRECISION) \
+                if options.max_initial_timestamp is not None else None
+            filters.append(TimestampRules(self.tokens, max_initial))
+
+        def prefill(groups: list[int]) -> Prefilled:
+            state, logits = self.graphs.prefill(
+                np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups], [prompts[g][1] for g in groups])
+            no_speech = np.exp(log_softmax(logits[:, 0]))[:, self.tokens.no_speech]
+            return Prefilled(state, logits[:, 1], filters, no_speech)
+
+        decoded = decode_with_fallback(prefill, len(jobs), search, options.fallback, self.tokenizer.decode,
+                                       np.random.default_rng(options.seed))
+        for job, (_, size), d in zip(jobs, windows, decoded):
+            self._advance(job, size, d, options)
+
+    def _advance(self, job: _Job, size: int, d: Decoded, options: TranscribeOptions) -> None:
+        """Turn one window's result into segments and move the job's seek forward."""
+        if options.no_speech_threshold is not None and d.no_speech_prob > options.no_speech_threshold and not (
+                options.log_prob_threshold is not None and d.avg_logprob > options.log_prob_threshold):
+            job.seek += size  # silence: skip the window
+            return
+        if self._vad_hears_nothing(job, size, d, options):
+            job.seek += size
+            return
+        best = d.best
+        previous_seek = job.seek
+        pieces, job.seek = self._split_by_timestamps(best.tokens, job.seek, size)
+        for start_i, end_i, start, end in pieces:
+            tokens = best.tokens[start_i:end_i]
+            text = self.tokenizer.decode(tokens)
+            if start == end or not text.strip():
+                continue
+            job.all_tokens.extend(tokens)
+            job.segments.append(Segment(
+                id=len(job.segments), start=round(start, 3), end=round(end, 3), text=text, tokens=tokens,
+                avg_logprob=d.avg_logprob, no_speech_prob=d.no_speech_prob,
+                compression_ratio=d.compression_ratio, temperature=d.temperature, seek=previous_seek,
+                token_logprobs=best.token_logprobs[start_i:end_i]))
+        if not options.condition_on_previous_text or d.temperature > options.prompt_reset_on_temperature:
+            job.prompt_reset_since = len(job.all_tokens)
+
+    def _vad_hears_nothing(self, job: _Job, size: int, d: Decoded, options: TranscribeOptions) -> bool:
+        if self.vad is None or options.vad_gate is None or d.no_speech_prob <= options.vad_gate:
+            return False
+        hop = SAMPLE_RATE // FRAMES_PER_SECOND
+        return self.vad.speech_seconds(job.audio[job.seek * hop:(job.seek + size) * hop]) < MIN_SPEECH_SECONDS
+
+    def _split_by_timestamps(self, tokens: list[int], seek: int, size: int):
+        """Pieces (token slice, start and end seconds) and the next seek, by the timestamp pairs."""
+        ts0 = self.tokens.timestamp_begin
+        offset = seek / FRAMES_PER_SECOND
+        single_ending = len(tokens) >= 2 and tokens[-2] < ts0 <= tokens[-1]
+        cuts = [i for i in range(1, len(tokens)) if tokens[i] >= ts0 and tokens[i - 1] >= ts0]
+        if not cuts:
+            stamps = [t for t in tokens if t >= ts0]
+            duration = size / FRAMES_PER_SECOND
+            if stamps and stamps[-1] != ts0:
+                duration = (stamps[-1] - ts0) * TIME_PRECISION
+            return [(0, len(tokens), offset, offset + duration)], seek + size
+        if single_ending:
+            cuts.append(len(tokens))
+        pieces, last = [], 0
+        for cut in cuts:
+            pieces.append((last, cut, offset + (tokens[last] - ts0) * TIME_PRECISION,
+                           offset + (tokens[cut - 1] - ts0) * TIME_PRECISION))
+            last = cut
+        if single_ending:
+            return pieces, seek + size
+        return pieces, seek + (tokens[last - 1] - ts0) * INPUT_STRIDE
+
+    def _transcript(self, job: _Job, audio: np.ndarray) -> Transcript:
+        return Transcript(
+            text="".join(s.text for s in job.segments).strip(), language=job.language,
+            language_probability=job.language_probability, duration=len(audio) / SAMPLE_RATE,
+            segments=job.segments, all_language_probs=job.all_language_probs)

@@ -1,0 +1,64 @@
+"""The public entry point: `load_model(...)` and the model it returns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+
+from .audio import AudioError, load_audio
+from .families import load_family
+from .options import TranscribeOptions
+from .package import read_package
+from .profiles import Profile, load_profile
+from .registry import resolve
+from .results import Transcript
+
+AudioInput = Union[str, os.PathLike, bytes, np.ndarray]
+
+
+class Model:
+    """A loaded model package running on one profile. Stateless between calls."""
+
+    def __init__(self, package_dir: str | Path, profile: Profile):
+        self.package = read_package(package_dir)
+        self.profile = profile
+        self.family = load_family(self.package, profile)
+
+    @property
+    def name(self) -> str:
+        return self.package.name
+
+    def transcribe(self, audio: AudioInput | Sequence[AudioInput], *,
+                   progress: Callable[[float], None] | None = None, **options: Any) -> list[Transcript]:
+        """Transcribe one input or a list; always returns one Transcript per input, in order.
+
+        An input that cannot be read comes back with `error` set (and empty text); the others are
+        transcribed. Options: see TranscribeOptions (language, task, beam_size, max_new_tokens, ...).
+        """
+        opts = TranscribeOptions.from_kwargs(**options)
+        inputs = [audio] if isinstance(audio, (str, os.PathLike, bytes, np.ndarray)) else list(audio)
+        results: list[Transcript | None] = [None] * len(inputs)
+        good, waves = [], []
+        for i, item in enumerate(inputs):
+            label = str(item) if isinstance(item, (str, os.PathLike)) else None
+            try:
+                waves.append(load_audio(item))
+                good.append(i)
+            except AudioError as exc:
+                results[i] = Transcript.failed(label, str(exc))
+        if waves:
+            for i, t in zip(good, self.family.transcribe(waves, opts, progress=progress)):
+                if isinstance(inputs[i], (str, os.PathLike)):
+                    t.audio = str(inputs[i])
+                results[i] = t
+        return results  # type: ignore[return-value]
+
+
+def load_model(name_or_path: str | os.PathLike = "whisper-base", profile: str | Profile | None = None,
+               threads: int | None = None, precision: str | None = None) -> Model:
+    """Load a model package by folder, checkpoint folder or registry name, on a device profile."""
+    prof = load_profile(profile).with_threads(threads)
+    return Model(resolve(name_or_path, precision or prof.precision), prof)

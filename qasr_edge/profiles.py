@@ -1,0 +1,169 @@
+"""Device profiles: small data files in `profiles/` mapped onto ONNX Runtime session options.
+
+Adding a device means adding a file; nothing here branches on device names.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PROFILE = "cpu"
+_GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+
+class ProfileError(Exception):
+    pass
+
+
+def _profile_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    dirs = [here / "profiles", here.parent / "profiles"]  # installed wheel, then source checkout
+    extra = os.environ.get("QASR_EDGE_PROFILES")
+    if extra:
+        dirs.insert(0, Path(extra))
+    return [d for d in dirs if d.is_dir()]
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str = ""
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    on_missing_provider: str = "error"   # error | fallback (drop the missing provider, keep going)
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"
+    cpu_mem_arena: bool = True
+    mem_pattern: bool = True
+    precision: str = "fp32"
+    max_batch: int = 8
+    memory_budget_mb: int = 1024
+    chunk_ms: int = 640
+    path: Path | None = None
+
+    def __post_init__(self):
+        if self.graph_optimization not in _GRAPH_LEVELS:
+            raise ProfileError(f"profile {self.name}: graph_optimization must be one of {_GRAPH_LEVELS}")
+        if self.on_missing_provider not in ("error", "fallback"):
+            raise ProfileError(f"profile {self.name}: on_missing_provider must be 'error' or 'fallback'")
+        if self.max_batch < 1 or self.intra_op_threads < 0:
+            raise ProfileError(f"profile {self.name}: max_batch >= 1 and intra_op_threads >= 0 required")
+
+    @property
+    def threads(self) -> int:
+        return self.intra_op_threads or available_cores()
+
+    def with_threads(self, threads: int | None) -> "Profile":
+        return self if not threads else replace(self, intra_op_threads=int(threads))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "Profile":
+        session = data.get("session", {})
+        return cls(
+            name=data.get("name", path.stem if path else "custom"),
+            description=data.get("description", ""),
+            providers=tuple(session.get("providers", cls.providers)),
+            provider_options=session.get("provider_options", {}),
+            on_missing_provider=session.get("on_missing_provider", "error"),
+            intra_op_threads=int(session.get("intra_op_threads", 0)),
+            inter_op_threads=int(session.get("inter_op_threads", 1)),
+            graph_optimization=session.get("graph_optimization", "all"),
+            cpu_mem_arena=bool(session.get("cpu_mem_arena", True)),
+            mem_pattern=bool(session.get("mem_pattern", True)),
+            precision=data.get("model", {}).get("precision", "fp32"),
+            max_batch=int(data.get("batch", {}).get("max_batch", 8)),
+            memory_budget_mb=int(data.get("batch", {}).get("memory_budget_mb", 1024)),
+            chunk_ms=int(data.get("stream", {}).get("chunk_ms", 640)),
+            path=path,
+        )
+
+    def session_options(self):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = self.inter_op_threads
+        opts.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.graph_optimization]
+        opts.enable_cpu_mem_arena = self.cpu_mem_arena
+        opts.enable_mem_pattern = self.mem_pattern
+        opts.log_severity_level = 3
+        return opts
+
+    def resolved_providers(self) -> list[tuple[str, dict[str, Any]]]:
+        import onnxruntime as ort
+
+        have = set(ort.get_available_providers())
+        chosen = []
+        for name in self.providers:
+            if name in have:
+                chosen.append((name, self.provider_options.get(name, {})))
+            elif self.on_missing_provider == "error":
+                raise ProfileError(
+                    f"profile {self.name} needs the ONNX Runtime provider {name}, which this onnxruntime "
+                    f"build lacks (available: {', '.join(sorted(have))}); install the matching onnxruntime "
+                    f"package or pick another --profile"
+                )
+        if not chosen:
+            chosen.append(("CPUExecutionProvider", {}))
+        return chosen
+
+    def create_session(self, model_path: str | Path):
+        import onnxruntime as ort
+
+        providers = self.resolved_providers()
+        return ort.InferenceSession(
+            str(model_path),
+            sess_options=self.session_options(),
+            providers=[name for name, _ in providers],
+            provider_options=[opts for _, opts in providers],
+        )
+
+
+def list_profiles() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in reversed(_profile_dirs()):
+        for path in sorted(d.glob("*.toml")):
+            found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def load_profile(name_or_path: str | Path | Profile | None = None) -> Profile:
+    """A profile by name (a file in `profiles/`), by path to a .toml file, or the default."""
+    if isinstance(name_or_path, Profile):
+        return name_or_path
+    name_or_path = name_or_path or os.environ.get("QASR_EDGE_PROFILE") or DEFAULT_PROFILE
+    path = Path(name_or_path)
+    if path.suffix != ".toml" or not path.is_file():
+        profiles = list_profiles()
+        if str(name_or_path) not in profiles:
+            raise ProfileError(
+                f"unknown profile '{name_or_path}' (available: {', '.join(profiles) or 'none'})"
+            )
+        path = profiles[str(name_or_path)]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ProfileError(f"{path}: unreadable profile ({exc})") from None
+    return Profile.from_dict(data, path=path)

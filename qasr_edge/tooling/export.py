@@ -1,0 +1,165 @@
+"""Checkpoint folder -> model package: detect the source kind, export, quantize, write atomically.
+
+Registry names ("whisper-base") are resolved to folders by the caller (the CLI); this module
+only sees paths. Adding a family means adding a `SourceKind` row, not a branch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..package import write_manifest
+from . import require
+
+PRECISIONS = ("fp32", "int8")
+_ONNX_PROTO_LIMIT = 1_800_000_000  # bytes; protobuf caps a message at 2 GiB, larger graphs go external
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_ct2_whisper(path: Path) -> bool:
+    if not ((path / "model.bin").is_file() and (path / "config.json").is_file()):
+        return False
+    from .ctranslate2 import CT2FormatError, read_spec_name
+
+    try:
+        return read_spec_name(path / "model.bin") == "WhisperSpec"
+    except CT2FormatError:
+        return False
+
+
+def _is_hf_whisper(path: Path) -> bool:
+    return _read_json(path / "config.json").get("model_type") == "whisper"
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of checkpoint folder this tool can export."""
+
+    kind: str                          # recorded as manifest["source"]["kind"]
+    family: str                        # manifest["family"]
+    detect: Callable[[Path], bool]
+    exporter: str                      # "module:function", called as fn(folder, out_dir) -> manifest
+
+
+SOURCE_KINDS: tuple[SourceKind, ...] = (
+    SourceKind("ctranslate2", "whisper", _is_ct2_whisper, "qasr_edge.tooling.whisper:export_ct2_folder"),
+    SourceKind("huggingface", "whisper", _is_hf_whisper, "qasr_edge.tooling.whisper:export_hf_folder"),
+    # Qwen3-ASR goes here: SourceKind("huggingface", "qwen3_asr", _is_hf_qwen3_asr, "...qwen3_asr:export_hf_folder")
+)
+
+
+def detect_source(source: str | Path) -> SourceKind:
+    path = Path(source)
+    if not path.is_dir():
+        raise ValueError(f"{source}: not a folder; resolve registry names (e.g. 'whisper-base') "
+                         "to a checkpoint folder before calling export()")
+    for kind in SOURCE_KINDS:
+        if kind.detect(path):
+            return kind
+    known = ", ".join(f"{k.kind}/{k.family}" for k in SOURCE_KINDS)
+    raise ValueError(f"{source}: unknown checkpoint kind (this tool exports: {known}); expected a "
+                     "CTranslate2 folder (model.bin + config.json) or a Hugging Face folder whose "
+                     "config.json names a supported model_type")
+
+
+def export(source: str | Path, output: str | Path, precision: str = "fp32", name: str | None = None,
+           overwrite: bool = False) -> Path:
+    """Export the checkpoint folder `source` into the model package folder `output`.
+
+    The package is built in a temporary folder beside `output` and renamed into place when
+    complete. A non-empty `output` is refused unless `overwrite`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not supported yet (choose from {', '.join(PRECISIONS)})")
+    kind = detect_source(source)
+    output = Path(output)
+    if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(f"{output} exists and is not empty (pass overwrite=True to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        module, function = kind.exporter.split(":")
+        produced = getattr(importlib.import_module(module), function)(Path(source), staging)
+        from .vad import add_vad
+
+        produced["vad"] = add_vad(staging)
+        quantization = None
+        if precision != "fp32":
+            from .quantize import quantize_graphs
+
+            quantization = quantize_graphs(staging, produced["graphs"], precision)
+        manifest = {
+            "family": produced["family"],
+            "name": name or produced.get("name") or Path(source).name,
+            "precision": precision,
+            "quantization": quantization,
+            **{k: v for k, v in produced.items() if k not in ("family", "name")},
+        }
+        write_manifest(staging, manifest)
+        os.chmod(staging, 0o755)
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    old = None
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()
+    elif output.exists():
+        old = output.with_name(f".{output.name}.{os.getpid()}.old")
+        output.rename(old)
+    staging.rename(output)
+    if old is not None:
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+
+
+# --- ONNX file helpers shared by the family exporters ------------------------------------------
+
+def save_onnx(model: Any, path: str | Path) -> None:
+    """Save an onnx ModelProto; over the protobuf limit, its weights go to one `<name>.data` file."""
+    onnx = require("onnx")
+    path = Path(path)
+    if model.ByteSize() < _ONNX_PROTO_LIMIT:
+        onnx.save_model(model, str(path))
+    else:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+
+
+def torch_export(module: Any, args: tuple, path: str | Path, *, input_names: list[str],
+                 output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
+    """TorchScript-based ONNX export into a scratch folder, then one clean file (plus .data if large)."""
+    torch = require("torch")
+    onnx = require("onnx")
+    import warnings
+
+    path = Path(path)
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=path.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
+            torch.onnx.export(module, args, str(scratch / path.name), dynamo=False, opset_version=opset,
+                              input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+        save_onnx(onnx.load(str(scratch / path.name)), path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

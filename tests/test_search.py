@@ -1,0 +1,139 @@
+"""Layer 1: the search layer on hand-built logits (no model, no ONNX)."""
+
+import numpy as np
+import pytest
+
+from qasr_edge.search import (FallbackPolicy, Prefilled, SearchOptions, compression_ratio,
+                              decode_with_fallback, log_softmax, search)
+
+EOS = 0
+
+
+class TableState:
+    """A bigram 'decoder': next-token log-probs depend only on the row's last token."""
+
+    def __init__(self, table: np.ndarray, first_tokens: np.ndarray, n_groups: int):
+        self.table = table
+        self.last = np.asarray(first_tokens)
+        self.groups = np.arange(n_groups)
+        self.steps = 0
+
+    def step(self, tokens):
+        self.steps += 1
+        self.last = np.asarray(tokens)
+        return self.table[self.last].copy()
+
+    def select(self, rows, groups):
+        assert len(rows) % max(len(groups), 1) == 0
+        self.last = self.last[np.asarray(rows)]
+        self.groups = self.groups[np.asarray(groups)]
+
+
+def bigram(probs: dict[int, dict[int, float]], vocab: int) -> np.ndarray:
+    table = np.full((vocab, vocab), -30.0, dtype=np.float32)
+    for a, row in probs.items():
+        for b, p in row.items():
+            table[a, b] = np.log(p)
+    return table
+
+
+# From the start token 1: greedy takes 2 (0.6) then is stuck with a 0.4 continuation; beam search
+# finds 3 (0.4) followed by a certain end (0.4 * 1.0 > 0.6 * 0.4).
+TABLE = bigram({1: {2: 0.6, 3: 0.4}, 2: {4: 0.4, 5: 0.35, EOS: 0.25}, 3: {EOS: 1.0},
+                4: {EOS: 1.0}, 5: {EOS: 1.0}}, vocab=6)
+
+
+def run(options, groups=1, filters=()):
+    state = TableState(TABLE, np.ones(groups, dtype=int), groups)
+    first = np.repeat(TABLE[[1]], groups, axis=0)
+    return search(state, first, options, filters)
+
+
+def test_greedy_follows_argmax_and_reports_logprobs():
+    hyp = run(SearchOptions(beam_size=1, eos=(EOS,)))[0][0]
+    assert hyp.tokens == [2, 4] and hyp.finished
+    expected = np.log([0.6, 0.4, 1.0])
+    np.testing.assert_allclose(hyp.token_logprobs, expected, atol=1e-4)
+    assert hyp.sum_logprob == pytest.approx(expected.sum(), abs=1e-4)
+    assert hyp.avg_logprob == pytest.approx(expected.sum() / 3, abs=1e-4)
+
+
+def test_beam_search_finds_the_more_likely_sequence():
+    nbest = run(SearchOptions(beam_size=3, eos=(EOS,), n_best=3, length_penalty=0.0))[0]
+    assert nbest[0].tokens == [3]
+    assert nbest[0].sum_logprob == pytest.approx(np.log(0.4), abs=1e-4)
+    assert [h.tokens for h in nbest[1:]] == [[2, 4], [2]]
+    scores = [h.sum_logprob for h in nbest]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_length_penalty_ranks_by_mean_logprob():
+    nbest = run(SearchOptions(beam_size=3, eos=(EOS,), n_best=3, length_penalty=1.0))[0]
+    means = [h.sum_logprob / len(h.tokens) for h in nbest]
+    assert means == sorted(means, reverse=True)
+
+
+def test_batched_groups_match_single_runs():
+    for opts in (SearchOptions(beam_size=1, eos=(EOS,)), SearchOptions(beam_size=4, eos=(EOS,))):
+        alone = run(opts)[0][0]
+        batched = run(opts, groups=3)
+        assert all(b[0].tokens == alone.tokens for b in batched)
+        assert all(b[0].sum_logprob == pytest.approx(alone.sum_logprob) for b in batched)
+
+
+def test_max_new_tokens_cuts_unfinished():
+    loop = bigram({1: {1: 0.9, 2: 0.1}, 2: {2: 0.9, 1: 0.1}}, vocab=4)  # end is ~impossible
+    for beam in (1, 2):
+        state = TableState(loop, np.ones(1, dtype=int), 1)
+        hyp = search(state, loop[[1]], SearchOptions(beam_size=beam, eos=(EOS,), max_new_tokens=5))[0][0]
+        assert len(hyp.tokens) <= 5
+        assert not hyp.finished and len(hyp.tokens) == 5
+
+
+def test_filters_are_applied_every_step():
+    def ban_four(logits, generated):
+        logits[:, 4] = -np.inf
+
+    hyp = run(SearchOptions(beam_size=1, eos=(EOS,)), filters=[ban_four])[0][0]
+    assert 4 not in hyp.tokens and hyp.tokens == [2, 5]
+
+
+def test_sampling_is_seeded_and_respects_temperature():
+    opts = SearchOptions(beam_size=1, best_of=4, temperature=1.0, eos=(EOS,), n_best=4)
+    a = run(opts)[0]
+    b = search(TableState(TABLE, np.ones(1, dtype=int), 1), TABLE[[1]].copy(), opts, rng=np.random.default_rng(0))
+    assert [h.tokens for h in a] == [h.tokens for h in b[0]]
+    # Very low temperature behaves like greedy.
+    cold = run(SearchOptions(best_of=3, temperature=1e-4, eos=(EOS,)))[0][0]
+    assert cold.tokens == [2, 4]
+
+
+def test_log_softmax_rows_normalise():
+    x = np.random.default_rng(1).normal(size=(3, 7)).astype(np.float32)
+    x[0, 2] = -np.inf
+    p = np.exp(log_softmax(x))
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+    assert p[0, 2] == 0
+
+
+def test_compression_ratio_flags_repetition():
+    assert compression_ratio("the cat sat on the mat") < 1.5
+    assert compression_ratio("la " * 100) > 2.4
+
+
+def test_fallback_retries_only_failed_groups_at_higher_temperature():
+    # Group 0 decodes to a repetitive text at temperature 0 and must fall back; group 1 is fine.
+    texts = {(2, 4): "a clean sentence", (3,): "la la la la la la la la la la la la la la la la la la la"}
+    calls = []
+
+    def prefill(groups):
+        calls.append(list(groups))
+        first = np.stack([bigram({1: {2: 0.95, 3: 0.05}}, 6)[1] if g == 1 else bigram({1: {3: 0.9, 2: 0.1}}, 6)[1] for g in groups])
+        return Prefilled(TableState(TABLE, np.ones(len(groups), dtype=int), len(groups)), first)
+
+    out = decode_with_fallback(prefill, 2, SearchOptions(beam_size=2, eos=(EOS,)),
+                               FallbackPolicy(temperatures=(0.0, 0.5, 1.0), log_prob_threshold=None),
+                               lambda toks: texts.get(tuple(toks), "other words"))
+    assert calls[0] == [0, 1] and all(c == [0] for c in calls[1:])
+    assert out[1].temperature == 0.0 and out[1].best.tokens == [2, 4]
+    assert out[0].temperature > 0.0

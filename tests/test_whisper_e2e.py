@@ -1,0 +1,222 @@
+"""Layer 3: whisper-base end to end on committed fixture clips, through the Python API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+
+import qasr_edge
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLIPS = json.loads((FIXTURES / "fixtures.json").read_text())
+
+
+def normalise(text: str) -> str:
+    text = re.sub(r"[^\w\s']", " ", text.lower())
+    return " ".join(text.split())
+
+
+def wer(ref: str, hyp: str) -> float:
+    return jiwer.wer(normalise(ref), normalise(hyp)) if normalise(hyp) else 1.0
+
+
+@pytest.fixture(scope="module")
+def model(whisper_base_package):
+    return qasr_edge.load_model(whisper_base_package, threads=2)
+
+
+@pytest.fixture(scope="module")
+def beam5(model):
+    """Every fixture clip transcribed in one call (beam 5), keyed by file name."""
+    files = [FIXTURES / c["file"] for c in CLIPS["clips"]] + [FIXTURES / CLIPS["long"]["file"]]
+    return {Path(t.audio).name: t for t in model.transcribe([str(f) for f in files], beam_size=5)}
+
+
+def test_english_clips_are_accurate(beam5):
+    for clip in CLIPS["clips"]:
+        if clip["lang"] == "en":
+            t = beam5[clip["file"]]
+            assert t.language == "en" and t.language_probability > 0.5
+            assert wer(clip["text"], t.text) <= 0.16, (clip["file"], t.text)  # one word in a short clip
+
+
+def test_languages_detected(beam5):
+    detected = {c["file"]: beam5[c["file"]].language for c in CLIPS["clips"]}
+    for name in ("en_flite.wav", "en_weather.wav", "es.wav", "fr.wav"):
+        assert detected[name] == name[:2], detected
+
+
+def test_long_audio_is_windowed_with_monotonic_timestamps(beam5):
+    t = beam5[CLIPS["long"]["file"]]
+    reference = " ".join(CLIPS["long"]["sentences"])
+    assert wer(reference, t.text) <= 0.08, t.text
+    assert len(t.segments) >= 6
+    starts = [s.start for s in t.segments]
+    assert starts == sorted(starts)
+    assert all(s.start < s.end for s in t.segments)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(t.segments, t.segments[1:]))
+    assert t.segments[-1].end <= t.duration + 0.5 and t.segments[-1].end > t.duration - 5
+    assert all(s.tokens and all(isinstance(i, int) for i in s.tokens) for s in t.segments)
+
+
+def test_silence_and_noise_give_empty_text(model):
+    rng = np.random.default_rng(0)
+    silence = np.zeros(16000 * 5, dtype=np.float32)
+    white = (0.05 * rng.standard_normal(16000 * 8)).astype(np.float32)
+    brown = np.cumsum(rng.standard_normal(16000 * 6)).astype(np.float32)
+    brown = 0.2 * brown / np.abs(brown).max()
+    for t in model.transcribe([silence, white, brown], beam_size=5):
+        assert t.text == "" and t.segments == [], t.text
+
+
+def test_forced_language_and_translate(model):
+    clip = FIXTURES / "fr.wav"
+    forced = model.transcribe(str(clip), language="fr", beam_size=1)[0]
+    assert forced.language == "fr" and forced.language_probability == 1.0
+    assert "bonjour" in normalise(forced.text)
+    english = model.transcribe(str(clip), language="fr", task="translate", beam_size=1)[0]
+    assert english.text and normalise(english.text) != normalise(forced.text)
+    with pytest.raises(ValueError, match="unknown language"):
+        model.transcribe(str(clip), language="xx")
+
+
+def test_beam_and_greedy_agree_on_clean_speech(model):
+    clip = str(FIXTURES / "en_flite.wav")
+    greedy = model.transcribe(clip, beam_size=1)[0]
+    beam = model.transcribe(clip, beam_size=5)[0]
+    assert normalise(greedy.text) == normalise(beam.text)
+    seg = beam.segments[0]
+    assert len(seg.token_logprobs) == len(seg.tokens) and -1.0 < seg.avg_logprob <= 0.0
+
+
+def test_numpy_input_and_max_new_tokens(model):
+    from qasr_edge.audio import load_audio
+
+    audio = load_audio(FIXTURES / "en_weather.wav")
+    full = model.transcribe(audio, beam_size=1)[0]
+    short = model.transcribe(audio, beam_size=1, max_new_tokens=4, without_timestamps=True)[0]
+    assert full.audio is None and len(full.text.split()) > 8
+    assert sum(len(s.tokens) for s in short.segments) <= 4
+
+
+def test_same_tokens_as_faster_whisper_greedy(whisper_base_ct2, model):
+    """Greedy decoding at temperature 0 on the same weights gives faster-whisper's tokens."""
+    from faster_whisper import WhisperModel
+
+    fw = WhisperModel(str(whisper_base_ct2), device="cpu", compute_type="float32", cpu_threads=2)
+    files = [FIXTURES / c["file"] for c in CLIPS["clips"]] + [FIXTURES / CLIPS["long"]["file"]]
+    ours = model.transcribe([str(f) for f in files], beam_size=1, temperatures=(0.0,))
+    same, diffs = 0, []
+    for f, t in zip(files, ours):
+        segments, _ = fw.transcribe(str(f), beam_size=1, temperature=0.0)
+        theirs = [tok for s in segments for tok in s.tokens]
+        mine = [tok for s in t.segments for tok in s.tokens]
+        same += theirs == mine
+        if theirs != mine:
+            diffs.append(f.name)
+    assert same >= len(files) - 2, diffs
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    # Run outside the checkout, so that the installed package (with its compiled core) is imported.
+    return subprocess.run([sys.executable, "-m", "qasr_edge.cli", *args], capture_output=True, text=True,
+                          timeout=600, cwd=tempfile.gettempdir())
+
+
+def test_cli_batch_with_broken_files(whisper_base_package, tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 20)
+    truncated = tmp_path / "cut.wav"
+    truncated.write_bytes((FIXTURES / "en_flite.wav").read_bytes()[:1000])
+    good = FIXTURES / "en_flite.wav"
+    inputs = [str(good), str(tmp_path / "missing.wav"), str(empty), str(text), str(truncated), str(tmp_path),
+              str(FIXTURES / "en_weather.wav")]
+    proc = run_cli("transcribe", *inputs, "--model", str(whisper_base_package), "--format", "jsonl",
+                   "--beam-size", "5", "--threads", "2")
+    assert proc.returncode != 0
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["audio"] for r in rows] == inputs
+    assert set(rows[0]) >= {"audio", "text", "language", "duration", "segments"}
+    assert wer(CLIPS["clips"][0]["text"], rows[0]["text"]) <= 0.16
+    assert wer(CLIPS["clips"][1]["text"], rows[-1]["text"]) <= 0.1
+    assert all("error" in r for r in rows[1:-1]) and "error" not in rows[0]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("qasr-edge: error:")]
+    assert len(errors) == 5, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for path, line in zip(inputs[1:-1], errors):
+        assert Path(path).name in line
+
+
+def test_cli_formats_to_output_dir(whisper_base_package, tmp_path):
+    clip = FIXTURES / "en_flite.wav"
+    for fmt in ("txt", "json", "srt", "vtt", "tsv"):
+        proc = run_cli("transcribe", str(clip), "--model", str(whisper_base_package), "--format", fmt,
+                       "--output-dir", str(tmp_path), "--beam-size", "1")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / f"en_flite.{fmt}").read_text().strip()
+    assert "-->" in (tmp_path / "en_flite.srt").read_text()
+    assert json.loads((tmp_path / "en_flite.json").read_text())["language"] == "en"
+
+
+def test_cli_txt_to_stdout_and_unknown_model(whisper_base_package):
+    proc = run_cli("transcribe", str(FIXTURES / "en_flite.wav"), "--model", str(whisper_base_package), "-b", "1")
+    assert proc.returncode == 0 and "quick brown fox" in proc.stdout.lower()
+    bad = run_cli("transcribe", str(FIXTURES / "en_flite.wav"), "--model", "no-such-model")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown model" in bad.stderr
+
+
+def test_transcription_never_imports_torch(whisper_base_package):
+    code = (
+        "import sys, qasr_edge\n"
+        f"m = qasr_edge.load_model({str(whisper_base_package)!r})\n"
+        f"r = m.transcribe({str(FIXTURES / 'en_flite.wav')!r}, beam_size=1)\n"
+        "assert 'fox' in r[0].text.lower(), r[0].text\n"
+        "heavy = sorted(k for k in ('torch', 'transformers', 'onnx', 'optimum', 'ctranslate2') if k in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "print('clean')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
+    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr
+
+
+def test_vad_gate_is_what_silences_hallucinations(whisper_base_ct2, model):
+    """Without the gate, beam search on digital silence hallucinates exactly as faster-whisper does;
+    with it (the default), the window is dropped."""
+    from faster_whisper import WhisperModel
+
+    silence = np.zeros(16000 * 5, dtype=np.float32)
+    fw = WhisperModel(str(whisper_base_ct2), device="cpu", compute_type="float32", cpu_threads=2)
+    theirs = "".join(s.text for s in fw.transcribe(silence, beam_size=5)[0]).strip()
+    ungated = model.transcribe(silence, beam_size=5, vad_gate=None)[0]
+    assert ungated.text == theirs
+    assert model.transcribe(silence, beam_size=5)[0].text == ""
+
+
+def test_speech_detector(whisper_base_package):
+    from qasr_edge.audio import load_audio
+    from qasr_edge.package import read_package
+    from qasr_edge.profiles import load_profile
+    from qasr_edge.vad import SpeechDetector
+
+    vad = SpeechDetector.from_package(read_package(whisper_base_package), load_profile())
+    speech = load_audio(FIXTURES / "en_flite.wav")
+    noise = (0.05 * np.random.default_rng(3).standard_normal(16000 * 4)).astype(np.float32)
+    assert vad.probabilities(speech).shape == (-(-len(speech) // 512),)
+    assert vad.speech_seconds(speech) > 2.5
+    assert vad.speech_seconds(np.zeros(16000, np.float32)) == 0.0
+    assert vad.speech_seconds(noise) < 0.25
