@@ -19,6 +19,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def peak_rss_mb() -> float:
+    """This process's own high-water mark (VmHWM; ru_maxrss would include the parent's before exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_engine(args) -> dict:
     import wave
 
@@ -46,7 +58,7 @@ def run_engine(args) -> dict:
             segments, _ = model.transcribe(f, beam_size=args.beam_size)
             texts.append("".join(s.text for s in segments).strip())
     wall_s = time.perf_counter() - t1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {"engine": args.engine, "wall_s": round(wall_s, 3), "load_s": round(load_s, 3),
             "audio_s": round(audio_s, 2), "rtf": round(wall_s / audio_s, 4), "peak_rss_mb": round(peak, 1),
             "texts": texts}

@@ -52,6 +52,7 @@ class Profile:
     graph_optimization: str = "all"
     cpu_mem_arena: bool = True
     mem_pattern: bool = True
+    config: dict[str, str] = field(default_factory=dict)   # ONNX Runtime session config entries
     precision: str = "fp32"
     max_batch: int = 8
     memory_budget_mb: int = 1024
@@ -87,6 +88,7 @@ class Profile:
             graph_optimization=session.get("graph_optimization", "all"),
             cpu_mem_arena=bool(session.get("cpu_mem_arena", True)),
             mem_pattern=bool(session.get("mem_pattern", True)),
+            config={str(k): str(v) for k, v in session.get("config", {}).items()},
             precision=data.get("model", {}).get("precision", "fp32"),
             max_batch=int(data.get("batch", {}).get("max_batch", 8)),
             memory_budget_mb=int(data.get("batch", {}).get("memory_budget_mb", 1024)),
@@ -109,6 +111,8 @@ class Profile:
         opts.enable_cpu_mem_arena = self.cpu_mem_arena
         opts.enable_mem_pattern = self.mem_pattern
         opts.log_severity_level = 3
+        for key, value in self.config.items():
+            opts.add_session_config_entry(key, value)
         return opts
 
     def resolved_providers(self) -> list[tuple[str, dict[str, Any]]]:

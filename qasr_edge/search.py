@@ -88,12 +88,17 @@ def search(
     first_logits: np.ndarray,
     options: SearchOptions,
     filters: Sequence[LogitFilter] = (),
-    rng: np.random.Generator | None = None,
+    rngs: Sequence[np.random.Generator] | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode every group from its first-step logits [groups, vocab]; n-best hypotheses per group."""
+    """Decode every group from its first-step logits [groups, vocab]; n-best hypotheses per group.
+
+    Sampling draws from each group's own generator in `rngs`, so a group's result does not depend
+    on which other groups share its batch."""
     if options.temperature == 0 and options.beam_size > 1:
         return _beam_search(state, first_logits, options, filters)
-    return _sample_or_greedy(state, first_logits, options, filters, rng or np.random.default_rng(0))
+    if rngs is None:
+        rngs = [np.random.default_rng(g) for g in range(first_logits.shape[0])]
+    return _sample_or_greedy(state, first_logits, options, filters, rngs)
 
 
 def _expand(state: DecoderState, first_logits: np.ndarray, width: int) -> np.ndarray:
@@ -104,7 +109,7 @@ def _expand(state: DecoderState, first_logits: np.ndarray, width: int) -> np.nda
     return first_logits.copy()
 
 
-def _sample_or_greedy(state, first_logits, options, filters, rng) -> list[list[Hypothesis]]:
+def _sample_or_greedy(state, first_logits, options, filters, rngs) -> list[list[Hypothesis]]:
     n_groups, width = first_logits.shape[0], options.width
     logits = _expand(state, first_logits, width)
     eos = np.array(options.eos)
@@ -129,7 +134,7 @@ def _sample_or_greedy(state, first_logits, options, filters, rng) -> list[list[H
         if options.temperature > 0:
             probs = np.exp(log_softmax(logits / options.temperature))
             cdf = np.cumsum(probs, axis=-1)
-            draws = rng.random(len(rows_of)) * cdf[:, -1]
+            draws = np.concatenate([rngs[g].random(width) for g in live]) * cdf[:, -1]
             tokens = np.array([np.searchsorted(c, d, side="right") for c, d in zip(cdf, draws)])
             tokens = np.minimum(tokens, logits.shape[-1] - 1)
         else:
@@ -282,10 +287,12 @@ def decode_with_fallback(
     options: SearchOptions,
     policy: FallbackPolicy,
     text_of: Callable[[list[int]], str],
-    rng: np.random.Generator | None = None,
+    rngs: Sequence[np.random.Generator] | None = None,
 ) -> list[Decoded]:
-    """Decode all groups at the first temperature, then only the failed ones at the next, and so on."""
-    rng = rng or np.random.default_rng(0)
+    """Decode all groups at the first temperature, then only the failed ones at the next, and so on.
+
+    `rngs` holds one generator per group for sampling (default: seeded by the group's index)."""
+    rngs = list(rngs) if rngs is not None else [np.random.default_rng(g) for g in range(n_groups)]
     chosen: list[Decoded | None] = [None] * n_groups
     tried: list[list[Decoded]] = [[] for _ in range(n_groups)]
     pending = list(range(n_groups))
@@ -294,7 +301,7 @@ def decode_with_fallback(
             break
         step_options = _at_temperature(options, temperature)
         pre = prefill(pending)
-        results = search(pre.state, pre.first_logits, step_options, pre.filters, rng)
+        results = search(pre.state, pre.first_logits, step_options, pre.filters, [rngs[g] for g in pending])
         still = []
         for i, g in enumerate(pending):
             best = results[i][0]

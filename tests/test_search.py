@@ -101,7 +101,7 @@ def test_filters_are_applied_every_step():
 def test_sampling_is_seeded_and_respects_temperature():
     opts = SearchOptions(beam_size=1, best_of=4, temperature=1.0, eos=(EOS,), n_best=4)
     a = run(opts)[0]
-    b = search(TableState(TABLE, np.ones(1, dtype=int), 1), TABLE[[1]].copy(), opts, rng=np.random.default_rng(0))
+    b = search(TableState(TABLE, np.ones(1, dtype=int), 1), TABLE[[1]].copy(), opts, rngs=[np.random.default_rng(0)])
     assert [h.tokens for h in a] == [h.tokens for h in b[0]]
     # Very low temperature behaves like greedy.
     cold = run(SearchOptions(best_of=3, temperature=1e-4, eos=(EOS,)))[0][0]
@@ -137,3 +137,15 @@ def test_fallback_retries_only_failed_groups_at_higher_temperature():
     assert calls[0] == [0, 1] and all(c == [0] for c in calls[1:])
     assert out[1].temperature == 0.0 and out[1].best.tokens == [2, 4]
     assert out[0].temperature > 0.0
+
+
+def test_sampled_group_does_not_depend_on_its_batch_mates():
+    opts = SearchOptions(best_of=3, temperature=1.0, eos=(EOS,), n_best=3)
+    alone = run_with_rngs(opts, [np.random.default_rng(7)])[0]
+    batched = run_with_rngs(opts, [np.random.default_rng(1), np.random.default_rng(7)])[1]
+    assert [h.tokens for h in alone] == [h.tokens for h in batched]
+
+
+def run_with_rngs(options, rngs):
+    state = TableState(TABLE, np.ones(len(rngs), dtype=int), len(rngs))
+    return search(state, np.repeat(TABLE[[1]], len(rngs), axis=0), options, rngs=rngs)

@@ -30,7 +30,8 @@ from qasr_edge.package import read_package
 from qasr_edge.tooling.ctranslate2 import read_model_bin, whisper_config_kwargs, whisper_state_dict
 from qasr_edge.tooling.export import export
 from qasr_edge.tooling import ToolingDependencyError, require
-from qasr_edge.tooling.whisper import DECODER_INPUTS, DECODER_OUTPUTS, load_ct2_whisper, special_tokens
+from qasr_edge.tooling.whisper import (DECODER_INPUTS, DECODER_OUTPUTS, cache_names, load_ct2_whisper,
+                                      special_tokens)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIPS = json.loads((FIXTURES / "fixtures.json").read_text())["clips"]
@@ -81,10 +82,17 @@ class Graphs:
         return np.zeros((layers, two, batch, heads, 0, head_dim), np.float32)
 
     def decode(self, tokens, positions, key_mask, past, cross_kv, logit_index):
-        return self.decoder.run(None, {
-            "tokens": np.asarray(tokens, np.int64), "positions": np.asarray(positions, np.int64),
-            "key_mask": np.asarray(key_mask, np.float32), "past_kv": past, "cross_kv": cross_kv,
-            "logit_index": np.asarray(logit_index, np.int64)})
+        """One decoder call with the caches stacked [layers, 2, batch, heads, T, head_dim] (as the
+        encoder's cross_kv is); the graph itself takes and returns one tensor per layer."""
+        layers = self.cache[0]
+        feeds = {"tokens": np.asarray(tokens, np.int64), "positions": np.asarray(positions, np.int64),
+                 "key_mask": np.asarray(key_mask, np.float32), "logit_index": np.asarray(logit_index, np.int64)}
+        for i in range(layers):
+            for j, kv in enumerate("kv"):
+                feeds[f"past_{kv}{i}"] = np.ascontiguousarray(past[i, j])
+                feeds[f"cross_{kv}{i}"] = np.ascontiguousarray(cross_kv[i, j])
+        logits, *present = self.decoder.run(None, feeds)
+        return logits, np.stack(present).reshape(layers, 2, *present[0].shape)
 
     def greedy(self, mel: np.ndarray, prompt: list[int], max_new: int = 120) -> list[int]:
         special = self.package.special_tokens
@@ -267,11 +275,13 @@ def test_package_manifest_and_graph_io(whisper_base_package, whisper_base_ct2):
     assert io_shapes(package.graph("encoder")) == {"mel": ["batch", 80, 3000],
                                                    "cross_kv": [6, 2, "batch", 8, 1500, 64]}
     decoder = io_shapes(package.graph("decoder"))
-    assert list(decoder) == DECODER_INPUTS + DECODER_OUTPUTS
+    past, cross, present = (cache_names(p, 6) for p in ("past", "cross", "present"))
+    assert list(decoder) == DECODER_INPUTS + past + cross + DECODER_OUTPUTS + present
     assert decoder["tokens"] == decoder["positions"] == ["batch", "seq"]
     assert decoder["key_mask"] == ["batch", "total"]
-    assert decoder["past_kv"] == [6, 2, "batch", 8, "past", 64]
-    assert decoder["present_kv"] == [6, 2, "batch", 8, "total", 64]
+    assert all(decoder[n] == ["batch", 8, "past", 64] for n in past)
+    assert all(decoder[n] == ["groups", 8, "audio_ctx", 64] for n in cross)
+    assert all(decoder[n] == ["batch", 8, "total", 64] for n in present)
     assert decoder["logit_index"] == ["batch", "k"] and decoder["logits"][:2] == ["batch", "k"]
 
 
@@ -480,3 +490,17 @@ def test_large_graphs_keep_weights_in_one_data_file(tiny_hf, tmp_path, monkeypat
         mel = np.random.default_rng(1).uniform(-1, 1, (1, 80, 3000)).astype(np.float32)
         _, ref_kv = hf_cross_kv(model, mel)
         assert rel(Graphs(package).encode(mel), ref_kv) <= (PARITY if precision == "fp32" else 0.1)
+
+
+def test_rows_of_a_group_share_its_cross_attention(whisper_base_package, clip_mels):
+    """Two rows (beams) on one cross-attention group == each row with its own copy of it."""
+    graphs = Graphs(whisper_base_package)
+    cross = graphs.encode(clip_mels["en_flite.wav"])
+    assert cross.shape[2] == 1
+    tokens = [[50258, 50259, 50359, 50363], [50258, 50259, 50359, 440]]
+    positions, mask = [range(4)] * 2, np.ones((2, 4))
+    shared, present = graphs.decode(tokens, positions, mask, graphs.empty(2), cross, [[3], [3]])
+    copied, present2 = graphs.decode(tokens, positions, mask, graphs.empty(2), np.repeat(cross, 2, axis=2),
+                                     [[3], [3]])
+    assert rel(shared, copied) <= 1e-5 and rel(present, present2) <= 1e-5
+    assert rel(shared[0], shared[1]) > 1e-3  # the rows really differ

@@ -146,8 +146,10 @@ class WhisperModel:
             no_speech = np.exp(log_softmax(logits[:, 0]))[:, self.tokens.no_speech]
             return Prefilled(state, logits[:, 1], filters, no_speech)
 
-        decoded = decode_with_fallback(prefill, len(jobs), search, options.fallback, self.tokenizer.decode,
-                                       np.random.default_rng(options.seed))
+        # Each window samples from its own generator, seeded by the window's position in its input,
+        # so results do not depend on which other inputs share the batch.
+        rngs = [np.random.default_rng((options.seed, j.seek)) for j in jobs]
+        decoded = decode_with_fallback(prefill, len(jobs), search, options.fallback, self.tokenizer.decode, rngs)
         for job, (_, size), d in zip(jobs, windows, decoded):
             self._advance(job, size, d, options)
 

@@ -23,19 +23,27 @@ class WhisperGraphs:
         self.head_dim = dims["n_text_state"] // dims["n_text_head"]
         self.n_mels = dims["n_mels"]
         self.n_text_ctx = dims["n_text_ctx"]
+        names = [f"{kv}{i}" for i in range(self.n_layers) for kv in "kv"]
+        self._past = [f"past_{n}" for n in names]
+        self._cross = [f"cross_{n}" for n in names]
+        self._outputs = ["logits"] + [f"present_{n}" for n in names]
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """mel [batch, n_mels, 3000] -> cross_kv [layers, 2, batch, heads, 1500, head_dim]."""
         return self.encoder.run(["cross_kv"], {"mel": np.ascontiguousarray(mel, dtype=np.float32)})[0]
 
-    def decode(self, tokens, positions, key_mask, past_kv, cross_kv, logit_index):
-        logits, present = self.decoder.run(["logits", "present_kv"], {
-            "tokens": tokens, "positions": positions, "key_mask": key_mask,
-            "past_kv": past_kv, "cross_kv": cross_kv, "logit_index": logit_index})
+    def decode(self, tokens, positions, key_mask, past: list[np.ndarray], cross_kv: np.ndarray, logit_index):
+        """One decoder call. `past` holds 2 * layers arrays [rows, heads, P, head_dim] (k0, v0, k1, ...);
+        returns logits [rows, k, vocab] and the extended cache in the same layout."""
+        feeds = {"tokens": tokens, "positions": positions, "key_mask": key_mask, "logit_index": logit_index}
+        feeds.update(zip(self._past, past))
+        # cross_kv[i, j] is a contiguous view: handed to the session without a copy
+        feeds.update(zip(self._cross, (cross_kv[i, j] for i in range(self.n_layers) for j in range(2))))
+        logits, *present = self.decoder.run(self._outputs, feeds)
         return logits, present
 
-    def empty_cache(self, rows: int) -> np.ndarray:
-        return np.zeros((self.n_layers, 2, rows, self.n_heads, 0, self.head_dim), dtype=np.float32)
+    def empty_cache(self, rows: int) -> list[np.ndarray]:
+        return [np.zeros((rows, self.n_heads, 0, self.head_dim), dtype=np.float32)] * (2 * self.n_layers)
 
     def prefill(self, cross_kv: np.ndarray, prompts: list[list[int]], extra_index: list[int] | None = None):
         """Run left-padded prompts (one per group) through the decoder.
@@ -66,26 +74,26 @@ class WhisperGraphs:
 class WhisperDecoderState:
     """Self-attention cache and bookkeeping for rows = groups x width."""
 
-    def __init__(self, graphs: WhisperGraphs, cross_kv, past_kv, key_mask, next_positions):
+    def __init__(self, graphs: WhisperGraphs, cross_kv, past, key_mask, next_positions):
         self.graphs = graphs
         self.cross_kv = cross_kv          # [L, 2, groups, H, S, D]
-        self.past_kv = past_kv            # [L, 2, rows, H, P, D]
+        self.past = past                  # 2L arrays [rows, H, P, D]
         self.key_mask = key_mask          # [rows, P]
         self.next_positions = next_positions.astype(np.int64)  # [rows]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         rows = tokens.shape[0]
         self.key_mask = np.concatenate([self.key_mask, np.ones((rows, 1), np.float32)], axis=1)
-        logits, self.past_kv = self.graphs.decode(
+        logits, self.past = self.graphs.decode(
             tokens.reshape(rows, 1).astype(np.int64), self.next_positions.reshape(rows, 1),
-            self.key_mask, self.past_kv, self.cross_kv, np.zeros((rows, 1), np.int64))
+            self.key_mask, self.past, self.cross_kv, np.zeros((rows, 1), np.int64))
         self.next_positions = self.next_positions + 1
         return logits[:, 0]
 
     def select(self, rows: np.ndarray, groups: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         groups = np.asarray(groups, dtype=np.int64)
-        self.past_kv = np.take(self.past_kv, rows, axis=2)
+        self.past = [np.take(a, rows, axis=0) for a in self.past]
         self.key_mask = self.key_mask[rows]
         self.next_positions = self.next_positions[rows]
         if len(groups) != self.cross_kv.shape[2] or np.any(groups != np.arange(len(groups))):
