@@ -71,6 +71,7 @@ def main() -> None:
     p.add_argument("--beam-size", type=int, default=5)
     p.add_argument("--precision", default="fp32")
     p.add_argument("--compute-type", default="float32", help="faster-whisper compute type")
+    p.add_argument("--repeat", type=int, default=1, help="runs per engine, interleaved; the fastest is kept")
     p.add_argument("--json", action="store_true")
     p.add_argument("--engine", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -87,12 +88,15 @@ def main() -> None:
     package = resolve("whisper-base", args.precision)
     ct2 = home() / "sources" / "whisper-base"
     common = ["--audio", *audio, "--threads", str(args.threads), "--beam-size", str(args.beam_size)]
-    rows = []
-    for engine, model, extra in (("qasr_edge", str(package), ["--precision", args.precision]),
-                                 ("faster-whisper", str(ct2), ["--compute-type", args.compute_type])):
-        out = subprocess.run([sys.executable, __file__, "--engine", engine, "--model", model, *common, *extra],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    engines = (("qasr_edge", str(package), ["--precision", args.precision]),
+               ("faster-whisper", str(ct2), ["--compute-type", args.compute_type]))
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in engines}
+    for _ in range(args.repeat):  # interleaved, so that both see the same machine load
+        for engine, model, extra in engines:
+            out = subprocess.run([sys.executable, __file__, "--engine", engine, "--model", model, *common, *extra],
+                                 capture_output=True, text=True, check=True)
+            runs[engine].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = [min(runs[name], key=lambda r: r["wall_s"]) for name, _, _ in engines]
     import jiwer
 
     agree = jiwer.wer(" ".join(rows[1]["texts"]).lower(), " ".join(rows[0]["texts"]).lower())

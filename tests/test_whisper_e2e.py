@@ -220,3 +220,49 @@ def test_speech_detector(whisper_base_package):
     assert vad.speech_seconds(speech) > 2.5
     assert vad.speech_seconds(np.zeros(16000, np.float32)) == 0.0
     assert vad.speech_seconds(noise) < 0.25
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
+    import wave
+
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1 if audio.ndim == 1 else audio.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def test_cli_decodes_every_format(whisper_base_package, tmp_path):
+    """The same sentence as mp3, ogg, opus, flac, m4a, a video's audio track, 44.1 kHz stereo and 8 kHz WAV."""
+    from scipy.signal import resample_poly
+
+    from qasr_edge.audio import load_audio
+
+    speech = load_audio(FIXTURES / "en_weather.wav")
+    stereo = resample_poly(speech, 441, 160)
+    wavs = [write_wav(tmp_path / "weather_44k_stereo.wav", np.stack([stereo, 0.5 * stereo], axis=1), 44100),
+            write_wav(tmp_path / "weather_8k.wav", resample_poly(speech, 1, 2), 8000)]
+    inputs = sorted((FIXTURES / "formats" / "whole").iterdir()) + wavs
+    assert len(inputs) == 8
+    proc = run_cli("transcribe", *map(str, inputs), "--model", str(whisper_base_package), "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    reference = CLIPS["clips"][1]["text"]
+    for path, row in zip(inputs, rows):
+        assert row["language"] == "en" and abs(row["duration"] - len(speech) / 16000) < 0.1, path.name
+        assert wer(reference, row["text"]) <= 0.16, (path.name, row["text"])
+
+
+def test_cli_models_and_profiles(tmp_path):
+    env_home = {"QASR_EDGE_HOME": str(tmp_path)}
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "qasr_edge.cli", "models", "list", "--json"], capture_output=True,
+                          text=True, cwd=tempfile.gettempdir(), env={**os.environ, **env_home}, timeout=60)
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    assert any(r["name"] == "whisper-base" and r["path"] is None for r in rows)  # known, not built yet
+    prof = run_cli("profiles")
+    assert prof.returncode == 0 and prof.stdout.startswith("cpu")
