@@ -44,6 +44,12 @@ def _is_hf_whisper(path: Path) -> bool:
     return _read_json(path / "config.json").get("model_type") == "whisper"
 
 
+def _is_hf_qwen3_asr(path: Path) -> bool:
+    from .qwen3_asr import is_qwen3_asr_folder
+
+    return is_qwen3_asr_folder(path)
+
+
 @dataclass(frozen=True)
 class SourceKind:
     """One kind of checkpoint folder this tool can export."""
@@ -57,7 +63,7 @@ class SourceKind:
 SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("ctranslate2", "whisper", _is_ct2_whisper, "qasr_edge.tooling.whisper:export_ct2_folder"),
     SourceKind("huggingface", "whisper", _is_hf_whisper, "qasr_edge.tooling.whisper:export_hf_folder"),
-    # Qwen3-ASR goes here: SourceKind("huggingface", "qwen3_asr", _is_hf_qwen3_asr, "...qwen3_asr:export_hf_folder")
+    SourceKind("huggingface", "qwen3_asr", _is_hf_qwen3_asr, "qasr_edge.tooling.qwen3_asr:export_hf_folder"),
 )
 
 

