@@ -144,11 +144,19 @@ def save_onnx(model: Any, path: str | Path) -> None:
     """Save an onnx ModelProto; over the protobuf limit, its weights go to one `<name>.data` file."""
     onnx = require("onnx")
     path = Path(path)
-    if model.ByteSize() < _ONNX_PROTO_LIMIT:
+    if _proto_bytes(model) < _ONNX_PROTO_LIMIT:
         onnx.save_model(model, str(path))
     else:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
+
+
+def _proto_bytes(model: Any) -> int:
+    """The serialized size; protobuf cannot even compute it past 2 GiB, so count the weights then."""
+    try:
+        return model.ByteSize()
+    except Exception:  # google.protobuf.message.EncodeError
+        return sum(len(t.raw_data) for t in model.graph.initializer) or _ONNX_PROTO_LIMIT
 
 
 def torch_export(module: Any, args: tuple, path: str | Path, *, input_names: list[str],

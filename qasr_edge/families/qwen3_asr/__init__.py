@@ -25,6 +25,8 @@ from .prompt import PromptTemplate, language_name, merge_languages, parse_output
 
 SAMPLE_RATE = 16000
 DEFAULT_MAX_NEW_TOKENS = 512   # the official toolkit's default
+REFERENCE_BATCH = 32           # the toolkit's max_inference_batch_size: its feature extractor pads
+                               # each batch of pieces to the longest, which touches the last frames
 
 
 class Qwen3ASRModel:
@@ -53,19 +55,22 @@ class Qwen3ASRModel:
                    progress: Callable[[float], None] | None = None) -> list[Transcript]:
         language = language_name(options.language)
         pieces = [(i, piece, offset) for i, audio in enumerate(audios) for piece, offset in split_long_audio(audio)]
-        decoded: list[tuple[int, float, np.ndarray, Segment, str | None]] = []
+        # features as the toolkit computes them: each piece padded to the longest of its batch
+        padded = [max(len(p) for _, p, _ in pieces[s:s + REFERENCE_BATCH])
+                  for s in range(0, len(pieces), REFERENCE_BATCH) for _ in pieces[s:s + REFERENCE_BATCH]]
+        decoded: list[tuple[int, Segment, str | None]] = []
         batch = options.batch_size or self.profile.max_batch
         for start in range(0, len(pieces), batch):
             group = pieces[start:start + batch]
-            for (clip, piece, offset), (segment, lang) in zip(group, self._decode([p for _, p, _ in group],
-                                                                                   language, options)):
+            for (clip, piece, offset), (segment, lang) in zip(group, self._decode(
+                    [p for _, p, _ in group], padded[start:start + batch], language, options)):
                 segment.start, segment.end = round(offset, 3), round(offset + len(piece) / SAMPLE_RATE, 3)
-                decoded.append((clip, offset, piece, segment, lang))
+                decoded.append((clip, segment, lang))
             if progress:
                 progress(min(start + batch, len(pieces)) / len(pieces))
         results = []
         for i, audio in enumerate(audios):
-            mine = [(seg, lang) for clip, _, _, seg, lang in decoded if clip == i]
+            mine = [(seg, lang) for clip, seg, lang in decoded if clip == i]
             for n, (seg, _) in enumerate(mine):
                 seg.id = n
             results.append(Transcript(
@@ -73,10 +78,10 @@ class Qwen3ASRModel:
                 language_probability=1.0, duration=len(audio) / SAMPLE_RATE, segments=[seg for seg, _ in mine]))
         return results
 
-    def _decode(self, pieces: list[np.ndarray], language: str | None,
+    def _decode(self, pieces: list[np.ndarray], pad_to: list[int], language: str | None,
                 options: TranscribeOptions) -> list[tuple[Segment, str | None]]:
         g = self.graphs
-        features = batch_features(pieces, g.n_mels)
+        features = batch_features(pieces, g.n_mels, pad_to)
         windows = [w for i, f in enumerate(features) for w in g.chunking.windows(i, f)]
         audio = g.encode(windows, len(pieces))
         prompts = [self.prompt_ids(len(a), options.context, language) for a in audio]

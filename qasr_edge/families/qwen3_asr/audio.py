@@ -2,7 +2,8 @@
 
 Features are Whisper's log-mel (128 bins) over each clip zero-padded to the longest clip of its
 batch (the reference feature extractor pads a batch to its longest member, which touches the last
-frames of the shorter clips), cut to ceil(samples / 160) frames.
+frames of the shorter clips), cut to ceil(samples / 160) frames (no more than the padded length
+gives).
 
 The encoder sees mel in chunks of `chunk_frames` (2 * n_window) frames; each chunk gives
 `tokens_per_chunk` embeddings (a shorter last chunk fewer), and the chunks of one encoder row
@@ -36,11 +37,14 @@ def conv_tokens(frames: int) -> int:
     return frames
 
 
-def batch_features(audios: list[np.ndarray], n_mels: int) -> list[np.ndarray]:
-    longest = max(len(a) for a in audios)
+def batch_features(audios: list[np.ndarray], n_mels: int, pad_to: list[int] | None = None) -> list[np.ndarray]:
+    """Log-mel [n_mels, ceil(samples / 160)] of each clip zero-padded to its `pad_to` samples
+    (default: the longest clip's)."""
+    if pad_to is None:
+        pad_to = [max(len(a) for a in audios)] * len(audios)
     feats = []
-    for audio in audios:
-        mel = log_mel_spectrogram(np.pad(audio, (0, longest - len(audio))), n_mels)
+    for audio, longest in zip(audios, pad_to):
+        mel = log_mel_spectrogram(np.pad(audio, (0, max(0, longest - len(audio)))), n_mels)
         feats.append(mel[:, :min(-(-len(audio) // HOP_LENGTH), mel.shape[1])])
     return feats
 
