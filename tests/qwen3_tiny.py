@@ -132,6 +132,21 @@ def build_checkpoint(folder: Path, *, tied: bool = False, n_window_infer: int = 
     return folder
 
 
+def make_eos_follow(folder: Path, wav: np.ndarray, step: int = 2) -> None:
+    """Rewrite the checkpoint so that greedy decoding of `wav` ends early: the end-of-turn row of the
+    output head becomes 1.5 x the row of the token the model picked at `step`."""
+    import torch
+
+    official = Official(folder)
+    token = official.generate([wav], max_new_tokens=step + 1)[0][step]
+    model = official.model
+    eos = official.eos[0]
+    with torch.no_grad():
+        head = model.thinker.lm_head.weight
+        head[eos] = 1.5 * head[token]
+    model.save_pretrained(folder)
+
+
 class Official:
     """The official transformers backend on a checkpoint folder, used as the toolkit uses it."""
 
