@@ -84,6 +84,32 @@ def test_output_parsing_and_languages():
         language_name("Klingon")
 
 
+def _official_function(name: str):
+    """One function of qwen_asr/inference/utils.py (whose module imports librosa, not installed)."""
+    import ast
+    import importlib.util
+
+    path = Path(importlib.util.find_spec("qwen_asr").submodule_search_locations[0]) / "inference" / "utils.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    scope: dict = {}
+    exec(compile(ast.Module([node], []), str(path), "exec"), scope)
+    return scope[name]
+
+
+def test_repetition_cleanup_matches_reference():
+    from qasr_edge.families.qwen3_asr.prompt import collapse_repeats
+
+    reference = _official_function("detect_and_fix_repetitions")
+    rng = np.random.default_rng(0)
+    texts = ["a" * 30, "ab" * 25 + "c", "xyz" + "hello " * 21 + "end", "short", "", "你好" * 40 + "吗",
+             "no repeats here at all, just a sentence that is long enough to be scanned fully.",
+             "pre " + "la" * 19 + " mid " + "ba" * 20 + " post " + "x" * 21]
+    texts += ["".join(rng.choice(list("ab "), size=int(n))) for n in rng.integers(30, 200, 30)]
+    for text in texts:
+        assert collapse_repeats(text) == reference(text), text
+
+
 def test_long_audio_split_at_quiet_points():
     from qasr_edge.families.qwen3_asr.audio import split_long_audio
 
@@ -95,6 +121,16 @@ def test_long_audio_split_at_quiet_points():
     assert all(len(p) <= 16000 * 10 for p, _ in pieces)
     assert 9.0 <= pieces[1][1] <= 9.25
     assert split_long_audio(audio[:16000])[0][1] == 0.0
+
+    reference = _official_function("split_audio_into_chunks")
+    reference.__globals__.update(np=np, MIN_ASR_INPUT_SECONDS=0.5, List=list, Tuple=tuple)
+    for length, limit in ((16000 * 25, 10), (16000 * 20 + 3000, 10), (16000 * 31, 7.5)):
+        x = (0.5 * rng.standard_normal(length) * np.sin(np.arange(length) / 9000.0) ** 2).astype(np.float32)
+        theirs = reference(x, 16000, limit)
+        ours = split_long_audio(x, max_seconds=limit)
+        assert len(ours) == len(theirs)
+        for (a, off_a), (b, off_b) in zip(ours, theirs):
+            assert np.array_equal(a, b) and abs(off_a - off_b) < 1e-9
 
 
 def test_output_length_formula_matches_reference():

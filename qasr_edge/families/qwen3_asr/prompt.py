@@ -8,6 +8,7 @@ prompt; a forced language appends ``language X<asr_text>``. The model answers
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 LANGUAGES = (
@@ -52,9 +53,41 @@ class PromptTemplate:
         return text
 
 
+def collapse_repeats(text: str, times: int = 20, longest: int = 20) -> str:
+    """The toolkit's cleanup of runaway output: a character repeated more than `times` times
+    becomes one; then, left to right, the first piece of up to `longest` characters repeated at
+    least `times` times in a row becomes one copy (and so on for the rest)."""
+    text = re.sub("(.)\\1{%d,}" % times, "\\1", text, flags=re.S)
+    out = []
+    while True:
+        hit = _first_repeat(text, times, longest)
+        if hit is None:
+            return "".join(out) + text
+        start, size, end = hit
+        out.append(text[:start + size])
+        text = text[end:]
+
+
+def _first_repeat(s: str, times: int, longest: int) -> tuple[int, int, int] | None:
+    for start in range(len(s) - 2 * times + 1):
+        for size in range(1, longest + 1):
+            if start + size * times > len(s):
+                break
+            piece = s[start:start + size]
+            if s[start:start + size * times] == piece * times:
+                end = start + size * times
+                while s[end:end + size] == piece:
+                    end += size
+                return start, size, end
+    return None
+
+
 def parse_output(raw: str, forced_language: str | None) -> tuple[str | None, str]:
     """(language or None, text) from the decoded output, as the official toolkit reads it."""
     s = raw.strip()
+    if not s:
+        return None, ""
+    s = collapse_repeats(s)
     if forced_language:
         return forced_language, s
     if ASR_TEXT not in s:
