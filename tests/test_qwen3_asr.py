@@ -68,6 +68,26 @@ def test_tokenizer_matches_transformers(checkpoint, package):
         assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
 
 
+def test_real_vocabulary_tokenizer_matches_transformers(tmp_path):
+    """Qwen's real 151,643-token vocabulary with the Qwen3-ASR special tokens, through the export."""
+    from transformers import AutoTokenizer
+
+    from qasr_edge.tokenizer import Tokenizer
+    from qasr_edge.tooling.qwen3_asr import load_tokenizer
+
+    tiny.build_real_tokenizer().save_pretrained(tmp_path / "src")
+    theirs = AutoTokenizer.from_pretrained(tmp_path / "src")
+    (tmp_path / "tokenizer.json").write_text(load_tokenizer(tmp_path / "src").backend_tokenizer.to_str())
+    ours = Tokenizer(tmp_path / "tokenizer.json")
+    assert ours.encode("Hello world") == [9707, 1879]
+    text = ("<|im_start|>system\nGlossary: naïve café, Straße, 東京タワー, 北京烤鸭, 서울, Москва 🙂👍🏽"
+            "<|im_end|>\n<|audio_start|><|audio_pad|><|audio_end|>language English<asr_text>It's 3:45pm!!\r\n")
+    ids = theirs.encode(text, add_special_tokens=False)
+    assert ours.encode(text) == ids
+    assert {151644, 151645, 151669, 151670, 151676, 151704} <= set(ids)
+    assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+
+
 def test_output_parsing_and_languages():
     from qasr_edge.families.qwen3_asr.prompt import language_name, merge_languages, parse_output
 
