@@ -47,14 +47,21 @@ CORPUS = [
 ]
 
 
+def reference_dir() -> Path:
+    """The installed `qwen_asr` package folder."""
+    if "qwen_asr" in sys.modules:
+        return Path(list(sys.modules["qwen_asr"].__path__)[0])
+    spec = importlib.util.find_spec("qwen_asr")
+    if spec is None:
+        raise ImportError("the official reference is missing: python -m pip install --no-deps qwen-asr==0.0.6")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def reference():
     """`qwen_asr.core.transformers_backend`, imported without the package's demo dependencies."""
     if "qwen_asr" not in sys.modules:
-        spec = importlib.util.find_spec("qwen_asr")
-        if spec is None:
-            raise ImportError("the official reference is missing: python -m pip install --no-deps qwen-asr==0.0.6")
         stub = types.ModuleType("qwen_asr")
-        stub.__path__ = list(spec.submodule_search_locations)
+        stub.__path__ = [str(reference_dir())]
         sys.modules["qwen_asr"] = stub
     return importlib.import_module("qwen_asr.core.transformers_backend")
 

@@ -107,9 +107,8 @@ def test_output_parsing_and_languages():
 def _official_function(name: str):
     """One function of qwen_asr/inference/utils.py (whose module imports librosa, not installed)."""
     import ast
-    import importlib.util
 
-    path = Path(importlib.util.find_spec("qwen_asr").submodule_search_locations[0]) / "inference" / "utils.py"
+    path = tiny.reference_dir() / "inference" / "utils.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
     scope: dict = {}

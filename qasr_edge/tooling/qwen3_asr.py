@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..families.qwen3_asr.audio import conv_tokens
 from . import require
 
 OPSET = 17
@@ -98,12 +99,6 @@ def output_length_params(audio: dict) -> dict[str, int]:
     chunk = 2 * audio["n_window"]
     return {"chunk_frames": chunk, "tokens_per_chunk": conv_tokens(chunk),
             "window_chunks": max(1, audio["n_window_infer"] // chunk)}
-
-
-def conv_tokens(frames: int) -> int:
-    for _ in range(3):
-        frames = (frames - 1) // 2 + 1 if frames > 0 else 0
-    return frames
 
 
 # --- tokenizer and prompt ---------------------------------------------------------------------

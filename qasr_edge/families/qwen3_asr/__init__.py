@@ -47,7 +47,8 @@ class Qwen3ASRModel:
 
     def prompt_ids(self, n_audio: int, context: str, language: str | None) -> list[int]:
         """The prompt's token ids with `n_audio` audio placeholders."""
-        ids = self.tokenizer.encode(self.template.render(context, language))
+        # as the reference tokenizes its prompt: with the tokenizer's own post-processing, if any
+        ids = self.tokenizer.encode(self.template.render(context, language), add_special_tokens=True)
         at = ids.index(self.audio_pad)
         return ids[:at] + [self.audio_pad] * n_audio + ids[at + 1:]
 
