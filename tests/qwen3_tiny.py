@@ -233,6 +233,13 @@ class Official:
             return self.model.thinker.get_audio_features(
                 inputs["input_features"], feature_attention_mask=inputs["feature_attention_mask"]).numpy()
 
+    def encode_features(self, features: np.ndarray) -> np.ndarray:
+        """The reference audio encoder on mel features [n_mels, frames] of one clip."""
+        x = self.torch.from_numpy(np.ascontiguousarray(features))
+        with self.torch.no_grad():
+            tower = self.model.thinker.audio_tower
+            return tower(x, feature_lens=self.torch.tensor([x.shape[1]])).last_hidden_state.numpy()
+
     def first_logits(self, wavs: list[np.ndarray], context: str = "", language: str | None = None):
         inputs = self.inputs(wavs, context, language)
         with self.torch.no_grad():

@@ -187,6 +187,27 @@ def test_encoder_matches_reference(model, official, name):
     assert rel_err(ours, theirs) < 1e-4
 
 
+def test_windowed_encoder_matches_reference_per_window(model, official):
+    """The "window" attention (flash-attention / vLLM semantics: n_window_infer frames) equals the
+    reference encoder run on each 8 s window of the features as a clip of its own."""
+    from qasr_edge.families.qwen3_asr.audio import Chunking
+
+    graphs = model.family.graphs
+    wav = tiny.clip(19.5, 7)                               # windows of 800, 800 and 350 frames
+    inputs = official.inputs([wav])
+    features = inputs["input_features"][0, :, :int(inputs["feature_attention_mask"].sum())].numpy()
+    c = graphs.chunking
+    windowed = Chunking(c.chunk_frames, c.tokens_per_chunk, c.window_chunks, whole_clip=False)
+    ours = graphs.encode(windowed.windows(0, features), 1)[0]
+    step = c.chunk_frames * c.window_chunks
+    theirs = np.concatenate([official.encode_features(features[:, i:i + step])
+                             for i in range(0, features.shape[1], step)])
+    assert ours.shape == theirs.shape and rel_err(ours, theirs) < 1e-4
+    whole = graphs.encode(c.windows(0, features), 1)[0]
+    assert rel_err(whole, official.audio_embeddings(wav)) < 1e-4
+    assert rel_err(whole, ours) > 1e-3                                   # the two really differ
+
+
 def test_first_step_logits_match_reference(model, official):
     family, graphs = model.family, model.family.graphs
     wavs = [CLIPS["short"], CLIPS["long"], CLIPS["tiny"]]
