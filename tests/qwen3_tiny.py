@@ -121,7 +121,8 @@ def build_real_tokenizer():
 
 
 def build_checkpoint(folder: Path, *, tied: bool = False, n_window_infer: int = 800, seed: int = 0,
-                     dims: dict | None = None, spread: float = 0.1, real_vocab: bool = False) -> Path:
+                     dims: dict | None = None, spread: float = 0.1, real_vocab: bool = False,
+                     bf16_shards: bool = False) -> Path:
     """A random Qwen3-ASR checkpoint saved with the official classes (tiny unless `dims` says).
 
     Weight matrices are drawn with standard deviation `spread` (the default initialisation's 0.02
@@ -163,7 +164,10 @@ def build_checkpoint(folder: Path, *, tied: bool = False, n_window_infer: int = 
     if tied:
         model.thinker.lm_head.weight = model.thinker.model.embed_tokens.weight
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    if bf16_shards:  # as the 1.7B is published: bfloat16, several files and an index
+        model.to(torch.bfloat16).save_pretrained(folder, max_shard_size="300KB")
+    else:
+        model.save_pretrained(folder)
     eos = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     GenerationConfig(eos_token_id=eos, pad_token_id=ids["<|endoftext|>"], do_sample=False).save_pretrained(folder)
     processor = ref.Qwen3ASRProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128),

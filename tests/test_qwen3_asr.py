@@ -293,6 +293,20 @@ def test_tied_embeddings_and_int8(tmp_path):
     assert all(len(r.segments[0].tokens) <= MAX_NEW and r.error is None for r in results)
 
 
+def test_sharded_bfloat16_checkpoint(tmp_path):
+    from qasr_edge.tooling.export import export
+    import qasr_edge
+
+    folder = tiny.build_checkpoint(tmp_path / "sharded", seed=9, bf16_shards=True)
+    assert (folder / "model.safetensors.index.json").is_file() and len(list(folder.glob("*.safetensors"))) >= 2
+    wavs = [CLIPS["mid"], CLIPS["short"]]
+    expected = tiny.Official(folder).generate(wavs, "ctx", "French", MAX_NEW)
+    results = qasr_edge.load_model(export(folder, tmp_path / "pkg")).transcribe(
+        wavs, context="ctx", language="fr", max_new_tokens=MAX_NEW)
+    assert [r.segments[0].tokens for r in results] == expected
+    assert results[0].language == "French"
+
+
 def test_end_of_sequence_from_generation_config(tmp_path):
     from qasr_edge.tooling.export import export
     import qasr_edge
