@@ -202,7 +202,9 @@ class Official:
         ref = reference()
         self.torch = torch
         self.model = ref.Qwen3ASRForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
-        self.processor = ref.Qwen3ASRProcessor.from_pretrained(folder)
+        # as Qwen3ASRModel.from_pretrained loads it (the flag patches the pre-tokenizer, see
+        # qasr_edge/tooling/qwen3_asr.py:load_tokenizer)
+        self.processor = ref.Qwen3ASRProcessor.from_pretrained(folder, fix_mistral_regex=True)
         self.eos = json.loads((folder / "generation_config.json").read_text())["eos_token_id"]
 
     def prompt(self, context: str = "", language: str | None = None) -> str:

@@ -88,6 +88,31 @@ def test_real_vocabulary_tokenizer_matches_transformers(tmp_path):
     assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
 
 
+def test_real_vocabulary_checkpoint_prompts_as_the_toolkit(tmp_path):
+    """With a >100k vocabulary, transformers 4.57.6 patches the split pattern when the toolkit loads
+    the tokenizer (fix_mistral_regex=True); prompts follow the toolkit, the package's tokenizer.json
+    stays the files' own."""
+    from transformers import AutoTokenizer
+
+    from qasr_edge.tokenizer import Tokenizer
+    from qasr_edge.tooling.export import export
+    import qasr_edge
+
+    folder = tiny.build_checkpoint(tmp_path / "real-vocab", seed=11, real_vocab=True,
+                                   dims={"vocab_size": 151936})
+    package = export(folder, tmp_path / "pkg")
+    model = qasr_edge.load_model(package)
+    official = tiny.Official(folder)
+    context = "It's McDonald's iPhone/Android, they'll SEE 東京"
+    expected = official.inputs([CLIPS["short"]], context, "English")["input_ids"][0].tolist()
+    assert model.family.prompt_ids(expected.count(151676), context, "English") == expected
+    plain = AutoTokenizer.from_pretrained(folder)
+    assert Tokenizer(package / "tokenizer.json").encode(context) == plain.encode(context, add_special_tokens=False)
+    wavs = [CLIPS["short"], CLIPS["tiny"]]
+    results = model.transcribe(wavs, context=context, max_new_tokens=MAX_NEW)
+    assert [r.segments[0].tokens for r in results] == official.generate(wavs, context, None, MAX_NEW)
+
+
 def test_output_parsing_and_languages():
     from qasr_edge.families.qwen3_asr.prompt import language_name, merge_languages, parse_output
 
@@ -166,7 +191,7 @@ def test_output_length_formula_matches_reference():
 
 def test_prompt_matches_chat_template(model, official):
     family = model.family
-    for context in ("", "Glossary: Qwen, ONNX, 东京"):
+    for context in ("", "Glossary: Qwen, ONNX, 东京", "It's McDonald's iPhone/Android, they'll SEE"):
         for language in (None, "English"):
             assert family.template.render(context, language) == official.prompt(context, language)
             inputs = official.inputs([CLIPS["short"]], context, language)
@@ -229,7 +254,7 @@ CASES = {
     "single": (["short"], {}),
     "longer_than_one_window": (["long"], {}),
     "forced_language": (["short"], {"language": "English"}),
-    "context": (["mid"], {"context": "Names: Alice, Bob; 会议纪要"}),
+    "context": (["mid"], {"context": "Names: Alice, Bob; 会议纪要. It's McDonald's iPhone/Android!"}),
     "batch_of_three": (["short", "long", "tiny"], {}),
     "batch_context_language": (["mid", "tiny", "long"], {"context": "hello", "language": "Chinese"}),
 }
@@ -318,6 +343,18 @@ def test_end_of_sequence_from_generation_config(tmp_path):
     assert len(expected[0]) < MAX_NEW                      # the reference stopped early
     results = qasr_edge.load_model(export(folder, tmp_path / "pkg")).transcribe(wavs, max_new_tokens=MAX_NEW)
     assert [r.segments[0].tokens for r in results] == expected
+
+
+def test_export_refuses_other_feature_extractors(tmp_path):
+    import json
+
+    from qasr_edge.tooling.qwen3_asr import check_feature_extractor
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"feature_size": 128, "hop_length": 160}))
+    check_feature_extractor(tmp_path, 128)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"feature_size": 80, "hop_length": 320}))
+    with pytest.raises(ValueError, match="hop_length"):
+        check_feature_extractor(tmp_path, 128)
 
 
 def test_registry_names_fail_clearly_offline(monkeypatch, tmp_path):

@@ -25,6 +25,7 @@ ENCODER_INPUTS, ENCODER_OUTPUTS = ["mel", "token_lengths"], ["audio_embeds"]
 DECODER_INPUTS = ["inputs_embeds", "positions", "key_mask", "past_kv", "logit_index"]
 DECODER_OUTPUTS = ["logits", "present_kv"]
 EMBED_FILE = "embed_tokens.npy"
+PROMPT_TOKENIZER_FILE = "prompt_tokenizer.json"  # written when the toolkit tokenizes prompts differently
 
 SPECIAL = {  # manifest key -> token spelling
     "endoftext": "<|endoftext|>",
@@ -76,6 +77,17 @@ def read_configs(folder: Path) -> tuple[dict, dict, dict]:
     return thinker, audio, text
 
 
+def check_feature_extractor(folder: Path, n_mels: int) -> None:
+    """The runtime computes Whisper's log-mel (16 kHz, n_fft 400, hop 160) in C++: refuse others."""
+    pre = _read_json(folder / "preprocessor_config.json")
+    expected = {"feature_size": n_mels, "sampling_rate": 16000, "hop_length": 160, "n_fft": 400}
+    wrong = {k: pre[k] for k, v in expected.items() if k in pre and pre[k] != v}
+    if pre.get("dither"):
+        wrong["dither"] = pre["dither"]
+    if wrong:
+        raise ValueError(f"{folder}: unsupported feature extractor settings {wrong} (expected {expected}, no dither)")
+
+
 def read_weights(folder: Path) -> dict[str, Any]:
     """All tensors of a single or sharded safetensors checkpoint, as float32 torch tensors."""
     torch = require("torch")
@@ -103,9 +115,14 @@ def output_length_params(audio: dict) -> dict[str, int]:
 
 # --- tokenizer and prompt ---------------------------------------------------------------------
 
-def load_tokenizer(folder: Path) -> Any:
+def load_tokenizer(folder: Path, as_toolkit: bool = False) -> Any:
+    """The folder's tokenizer; `as_toolkit`: as the official toolkit loads it, with
+    `fix_mistral_regex=True`. transformers 4.57.3 to 4.x then swaps the pre-tokenizer's split
+    pattern for Mistral's in any local folder whose config.json was saved by such a version, so
+    the toolkit's prompts can tokenize differently from the files (contractions, case changes)."""
     transformers = require("transformers")
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
+    kwargs = {"fix_mistral_regex": True} if as_toolkit else {}
+    return transformers.AutoTokenizer.from_pretrained(str(folder), **kwargs)
 
 
 def chat_template(folder: Path, tokenizer: Any) -> str | None:
@@ -204,6 +221,7 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
 
     folder, out_dir = Path(folder), Path(out_dir)
     _, audio, text = read_configs(folder)
+    check_feature_extractor(folder, audio["num_mel_bins"])
     weights = read_weights(folder)
     embed = weights["thinker.model.embed_tokens.weight"]
     head = weights.get("thinker.lm_head.weight")
@@ -214,7 +232,13 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
     del weights, encoder, decoder
 
     tokenizer = load_tokenizer(folder)
-    (out_dir / "tokenizer.json").write_text(tokenizer.backend_tokenizer.to_str(pretty=True), encoding="utf-8")
+    tokenizer_json = tokenizer.backend_tokenizer.to_str(pretty=True)
+    (out_dir / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+    prompt_text = load_tokenizer(folder, as_toolkit=True).backend_tokenizer.to_str(pretty=True)
+    prompt_tokenizer = "tokenizer.json"
+    if prompt_text != tokenizer_json:
+        prompt_tokenizer = PROMPT_TOKENIZER_FILE
+        (out_dir / prompt_tokenizer).write_text(prompt_text, encoding="utf-8")
     template = chat_template(folder, tokenizer)
     before, after = prompt_parts(tokenizer, template)
     generation = _read_json(folder / "generation_config.json")
@@ -227,7 +251,8 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
                                 or "float32")},
         "dims": dims(audio, text, tied),
         "special_tokens": special_tokens(tokenizer, generation),
-        "prompt": {"before_context": before, "after_context": after, "chat_template": template},
+        "prompt": {"before_context": before, "after_context": after, "tokenizer": prompt_tokenizer,
+                   "chat_template": template},
         "graphs": graphs,
         "embeddings": EMBED_FILE,
         "tokenizer": "tokenizer.json",

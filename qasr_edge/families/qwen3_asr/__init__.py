@@ -43,12 +43,14 @@ class Qwen3ASRModel:
         self.eos = tuple(special["eos"])
         prompt = package.manifest["prompt"]
         self.template = PromptTemplate(prompt["before_context"], prompt["after_context"])
+        # the official toolkit may tokenize prompts with a patched pre-tokenizer (tooling/qwen3_asr.py)
+        self.prompt_tokenizer = Tokenizer(package.root / prompt.get("tokenizer", package.manifest["tokenizer"]))
         self.max_positions = package.dims.get("max_positions", 65536)
 
     def prompt_ids(self, n_audio: int, context: str, language: str | None) -> list[int]:
         """The prompt's token ids with `n_audio` audio placeholders."""
         # as the reference tokenizes its prompt: with the tokenizer's own post-processing, if any
-        ids = self.tokenizer.encode(self.template.render(context, language), add_special_tokens=True)
+        ids = self.prompt_tokenizer.encode(self.template.render(context, language), add_special_tokens=True)
         at = ids.index(self.audio_pad)
         return ids[:at] + [self.audio_pad] * n_audio + ids[at + 1:]
 
