@@ -272,6 +272,15 @@ def test_greedy_ids_match_reference(model, official, case):
         assert all(r.language == kwargs["language"] for r in results)
 
 
+def test_beam_search_runs_on_the_shared_layer(model):
+    wavs = [CLIPS["short"], CLIPS["tiny"]]
+    greedy = model.transcribe(wavs, max_new_tokens=8)
+    beams = model.transcribe(wavs, max_new_tokens=8, beam_size=3)
+    for g, b in zip(greedy, beams):
+        assert len(b.segments[0].tokens) <= 8
+        assert b.segments[0].avg_logprob >= g.segments[0].avg_logprob - 1e-4 or len(b.segments[0].tokens) < 8
+
+
 def _write_wav(path: Path, audio: np.ndarray) -> Path:
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
