@@ -27,9 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="transcribe audio files")
     t.add_argument("audio", nargs="+", help="audio or video files")
     _add_runtime_args(t)
-    t.add_argument("--language", "-l", default=None, help="language code (default: detect)")
+    t.add_argument("--language", "-l", default=None, help="language code or name (default: detect)")
     t.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
-    t.add_argument("--beam-size", "-b", type=int, default=5)
+    t.add_argument("--beam-size", "-b", type=int, default=None,
+                   help="beams (default: the model family's, 5 for Whisper, 1 for Qwen3-ASR)")
     t.add_argument("--best-of", type=int, default=5)
     t.add_argument("--temperature", type=float, nargs="+", default=None, help="temperature(s) for fallback")
     t.add_argument("--max-new-tokens", type=int, default=None)
@@ -73,6 +74,8 @@ def cmd_transcribe(args) -> int:
                    max_new_tokens=args.max_new_tokens, initial_prompt=args.initial_prompt, context=args.context,
                    without_timestamps=args.without_timestamps, batch_size=args.batch_size,
                    condition_on_previous_text=not args.no_condition_on_previous_text)
+    if args.beam_size is None:
+        del options["beam_size"]
     if args.temperature:
         options["temperatures"] = tuple(args.temperature)
     if args.no_vad_gate:

@@ -38,7 +38,8 @@ class Model:
         An input that cannot be read comes back with `error` set (and empty text); the others are
         transcribed. Options: see TranscribeOptions (language, task, beam_size, max_new_tokens, ...).
         """
-        opts = TranscribeOptions.from_kwargs(**options)
+        # a family may have its own defaults (Qwen3-ASR decodes greedily, Whisper with 5 beams)
+        opts = TranscribeOptions.from_kwargs(**{**getattr(self.family, "option_defaults", {}), **options})
         inputs = [audio] if isinstance(audio, (str, os.PathLike, bytes, np.ndarray)) else list(audio)
         results: list[Transcript | None] = [None] * len(inputs)
         good, waves = [], []

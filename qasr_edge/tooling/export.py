@@ -44,6 +44,12 @@ def _is_hf_whisper(path: Path) -> bool:
     return _read_json(path / "config.json").get("model_type") == "whisper"
 
 
+def _is_hf_qwen3_asr(path: Path) -> bool:
+    from .qwen3_asr import is_qwen3_asr_folder
+
+    return is_qwen3_asr_folder(path)
+
+
 @dataclass(frozen=True)
 class SourceKind:
     """One kind of checkpoint folder this tool can export."""
@@ -57,7 +63,7 @@ class SourceKind:
 SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind("ctranslate2", "whisper", _is_ct2_whisper, "qasr_edge.tooling.whisper:export_ct2_folder"),
     SourceKind("huggingface", "whisper", _is_hf_whisper, "qasr_edge.tooling.whisper:export_hf_folder"),
-    # Qwen3-ASR goes here: SourceKind("huggingface", "qwen3_asr", _is_hf_qwen3_asr, "...qwen3_asr:export_hf_folder")
+    SourceKind("huggingface", "qwen3_asr", _is_hf_qwen3_asr, "qasr_edge.tooling.qwen3_asr:export_hf_folder"),
 )
 
 
@@ -138,11 +144,19 @@ def save_onnx(model: Any, path: str | Path) -> None:
     """Save an onnx ModelProto; over the protobuf limit, its weights go to one `<name>.data` file."""
     onnx = require("onnx")
     path = Path(path)
-    if model.ByteSize() < _ONNX_PROTO_LIMIT:
+    if _proto_bytes(model) < _ONNX_PROTO_LIMIT:
         onnx.save_model(model, str(path))
     else:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
+
+
+def _proto_bytes(model: Any) -> int:
+    """The serialized size; protobuf cannot even compute it past 2 GiB, so count the weights then."""
+    try:
+        return model.ByteSize()
+    except Exception:  # google.protobuf.message.EncodeError
+        return sum(len(t.raw_data) for t in model.graph.initializer) or _ONNX_PROTO_LIMIT
 
 
 def torch_export(module: Any, args: tuple, path: str | Path, *, input_names: list[str],

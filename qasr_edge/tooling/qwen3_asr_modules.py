@@ -1,0 +1,206 @@
+"""Torch modules for the Qwen3-ASR graphs, built straight from the checkpoint's tensors.
+
+Written from the published architecture (no transformers model class is needed, so any
+transformers version can export):
+
+- `AudioEncoder`: one row = one attention window of one clip, given as its mel chunks
+  [rows, chunks, n_mels, chunk_frames]. Each chunk of `2 * n_window` mel frames goes through three
+  stride-2 convolutions on its own and gets sinusoidal positions from 0; the chunks of a row then
+  attend to each other (the window is `n_window_infer` frames), never to other rows.
+- `TextDecoder`: Qwen3 (RMSNorm, q/k norms, grouped-query attention, rotary positions, SwiGLU)
+  over input embeddings, with the key-value cache as explicit input and output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import require
+
+MASK_NEG = -1e9  # additive mask: finite, so a fully padded row softmaxes to uniform, never NaN
+
+
+def _modules():
+    torch = require("torch")
+    nn = torch.nn
+    F = torch.nn.functional
+
+    def linear(weights, prefix, bias=True):
+        w = weights[prefix + ".weight"]
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=bias)
+        layer.weight.data.copy_(w)
+        if bias:
+            layer.bias.data.copy_(weights[prefix + ".bias"])
+        return layer
+
+    def layer_norm(weights, prefix, eps=1e-5):
+        w = weights[prefix + ".weight"]
+        norm = nn.LayerNorm(w.shape[0], eps=eps)
+        norm.weight.data.copy_(w)
+        norm.bias.data.copy_(weights[prefix + ".bias"])
+        return norm
+
+    def conv(weights, prefix):
+        w = weights[prefix + ".weight"]
+        layer = nn.Conv2d(w.shape[1], w.shape[0], 3, 2, padding=1)
+        layer.weight.data.copy_(w)
+        layer.bias.data.copy_(weights[prefix + ".bias"])
+        return layer
+
+    def sinusoids(length: int, channels: int, max_timescale: float = 10000.0):
+        step = math.log(max_timescale) / (channels // 2 - 1)
+        inv = torch.exp(-step * torch.arange(channels // 2).float())
+        t = torch.arange(length).float()[:, None] * inv[None, :]
+        return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+    def positions_of(x):
+        """0..n-1 along axis 1 of x [rows, n, ...], traced without Python shape arithmetic."""
+        return torch.cumsum(torch.ones_like(x[0, :, 0]), 0) - 1
+
+    class EncoderLayer(nn.Module):
+        def __init__(self, weights, prefix, heads):
+            super().__init__()
+            self.heads = heads
+            self.ln1 = layer_norm(weights, prefix + ".self_attn_layer_norm")
+            self.q = linear(weights, prefix + ".self_attn.q_proj")
+            self.k = linear(weights, prefix + ".self_attn.k_proj")
+            self.v = linear(weights, prefix + ".self_attn.v_proj")
+            self.out = linear(weights, prefix + ".self_attn.out_proj")
+            self.ln2 = layer_norm(weights, prefix + ".final_layer_norm")
+            self.fc1 = linear(weights, prefix + ".fc1")
+            self.fc2 = linear(weights, prefix + ".fc2")
+
+        def forward(self, x, mask):
+            rows, n, d = x.shape
+            split = lambda t: t.reshape(rows, n, self.heads, d // self.heads).transpose(1, 2)
+            h = self.ln1(x)
+            q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (d // self.heads) ** -0.5 + mask
+            attn = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(rows, n, d)
+            x = x + self.out(attn)
+            return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+    class AudioEncoder(nn.Module):
+        """mel [rows, chunks, n_mels, frames], token_lengths [rows] -> audio_embeds [rows, chunks * t, out]."""
+
+        def __init__(self, weights: dict, cfg: dict):
+            super().__init__()
+            p = "thinker.audio_tower"
+            self.conv1, self.conv2, self.conv3 = (conv(weights, f"{p}.conv2d{i}") for i in (1, 2, 3))
+            self.conv_out = linear(weights, f"{p}.conv_out", bias=False)
+            self.register_buffer("pos", sinusoids(cfg["max_source_positions"], cfg["d_model"]), persistent=False)
+            self.layers = nn.ModuleList(EncoderLayer(weights, f"{p}.layers.{i}", cfg["encoder_attention_heads"])
+                                        for i in range(cfg["encoder_layers"]))
+            self.ln_post = layer_norm(weights, f"{p}.ln_post")
+            self.proj1 = linear(weights, f"{p}.proj1")
+            self.proj2 = linear(weights, f"{p}.proj2")
+
+        def forward(self, mel, token_lengths):
+            rows, n_mels = mel.shape[0], mel.shape[2]
+            x = mel.reshape(-1, 1, n_mels, mel.shape[3])
+            x = F.gelu(self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x))))))
+            n, c, f, t = x.shape
+            x = self.conv_out(x.permute(0, 3, 1, 2).reshape(n, t, c * f))
+            x = x + self.pos[:t]
+            x = x.reshape(rows, -1, x.shape[2])                                    # [rows, S, d]
+            key_index = positions_of(x)                                             # [S]
+            invalid = (key_index[None, :] >= token_lengths[:, None].to(x.dtype)).to(x.dtype)
+            mask = (invalid * MASK_NEG)[:, None, None, :]                           # [rows, 1, 1, S]
+            for layer in self.layers:
+                x = layer(x, mask)
+            return self.proj2(F.gelu(self.proj1(self.ln_post(x))))
+
+    class RMSNorm(nn.Module):
+        def __init__(self, weight, eps):
+            super().__init__()
+            self.weight = nn.Parameter(weight.clone())
+            self.eps = eps
+
+        def forward(self, x):
+            return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+    class DecoderLayer(nn.Module):
+        def __init__(self, weights, prefix, cfg):
+            super().__init__()
+            eps = cfg["rms_norm_eps"]
+            self.heads, self.kv_heads, self.head_dim = (cfg["num_attention_heads"], cfg["num_key_value_heads"],
+                                                        cfg["head_dim"])
+            bias = cfg["attention_bias"]
+            self.ln1 = RMSNorm(weights[prefix + ".input_layernorm.weight"], eps)
+            self.q = linear(weights, prefix + ".self_attn.q_proj", bias)
+            self.k = linear(weights, prefix + ".self_attn.k_proj", bias)
+            self.v = linear(weights, prefix + ".self_attn.v_proj", bias)
+            self.o = linear(weights, prefix + ".self_attn.o_proj", bias)
+            self.q_norm = RMSNorm(weights[prefix + ".self_attn.q_norm.weight"], eps)
+            self.k_norm = RMSNorm(weights[prefix + ".self_attn.k_norm.weight"], eps)
+            self.ln2 = RMSNorm(weights[prefix + ".post_attention_layernorm.weight"], eps)
+            self.gate = linear(weights, prefix + ".mlp.gate_proj", False)
+            self.up = linear(weights, prefix + ".mlp.up_proj", False)
+            self.down = linear(weights, prefix + ".mlp.down_proj", False)
+
+        @staticmethod
+        def rotate(x, cos, sin):
+            half = x.shape[-1] // 2
+            return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+
+        def forward(self, hidden, cos, sin, mask, past):
+            b, s, _ = hidden.shape
+            h = self.ln1(hidden)
+            q = self.q_norm(self.q(h).reshape(b, s, self.heads, self.head_dim)).transpose(1, 2)
+            k = self.k_norm(self.k(h).reshape(b, s, self.kv_heads, self.head_dim)).transpose(1, 2)
+            v = self.v(h).reshape(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+            k = torch.cat([past[0], k], dim=2)                                      # [b, kv, T, hd]
+            v = torch.cat([past[1], v], dim=2)
+            rep = self.heads // self.kv_heads
+            qg = q.reshape(b, self.kv_heads, rep, s, self.head_dim)                 # q head = kv head * rep + r
+            scores = torch.matmul(qg, k[:, :, None].transpose(-1, -2)) * self.head_dim ** -0.5 + mask
+            attn = torch.matmul(torch.softmax(scores, dim=-1), v[:, :, None])       # [b, kv, rep, s, hd]
+            attn = attn.reshape(b, self.heads, s, self.head_dim).transpose(1, 2).reshape(b, s, -1)
+            hidden = hidden + self.o(attn)
+            h = self.ln2(hidden)
+            hidden = hidden + self.down(F.silu(self.gate(h)) * self.up(h))
+            return hidden, torch.stack([k, v])
+
+    class TextDecoder(nn.Module):
+        """inputs_embeds, positions, key_mask, past_kv, logit_index -> logits, present_kv."""
+
+        def __init__(self, weights: dict, head, cfg: dict):
+            super().__init__()
+            self.layers = nn.ModuleList(DecoderLayer(weights, f"thinker.model.layers.{i}", cfg)
+                                        for i in range(cfg["num_hidden_layers"]))
+            self.norm = RMSNorm(weights["thinker.model.norm.weight"], cfg["rms_norm_eps"])
+            hd = cfg["head_dim"]
+            inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+            self.register_buffer("inv_freq", inv_freq, persistent=False)
+            self.head = nn.Parameter(head.clone())
+            # a zero bias makes the exporter emit Gemm(transB=1): no transposed copy of the head
+            self.head_bias = nn.Parameter(torch.zeros(head.shape[0]))
+
+        def forward(self, inputs_embeds, positions, key_mask, past_kv, logit_index):
+            freqs = positions.to(torch.float32)[:, :, None] * self.inv_freq[None, None, :]   # [b, s, hd/2]
+            emb = torch.cat([freqs, freqs], dim=-1)[:, None]                                  # [b, 1, s, hd]
+            cos, sin = emb.cos(), emb.sin()
+            past = past_kv.shape[4]
+            key_idx = torch.cumsum(torch.ones_like(key_mask[0]), 0) - 1                       # [T]
+            query_idx = positions_of(inputs_embeds).to(key_mask.dtype) + past                  # [s]
+            future = (key_idx[None, :] > query_idx[:, None]).to(key_mask.dtype)               # [s, T]
+            mask = ((1.0 - key_mask)[:, None, :] + future[None]) * MASK_NEG                    # [b, s, T]
+            mask = mask[:, None, None]                                                          # [b, 1, 1, s, T]
+            hidden, presents = inputs_embeds, []
+            for i, layer in enumerate(self.layers):
+                hidden, present = layer(hidden, cos, sin, mask, past_kv[i])
+                presents.append(present)
+            index = logit_index[:, :, None].expand(-1, -1, hidden.shape[2])
+            picked = self.norm(torch.gather(hidden, 1, index))
+            flat = F.linear(picked.reshape(-1, picked.shape[2]), self.head, self.head_bias)
+            return flat.reshape(picked.shape[0], picked.shape[1], -1), torch.stack(presents)
+
+    return AudioEncoder, TextDecoder
+
+
+def build_modules(weights: dict[str, Any], audio_cfg: dict, text_cfg: dict, head) -> tuple[Any, Any]:
+    """(encoder, decoder) torch modules in eval mode, float32."""
+    AudioEncoder, TextDecoder = _modules()
+    return AudioEncoder(weights, audio_cfg).eval(), TextDecoder(weights, head, text_cfg).eval()
