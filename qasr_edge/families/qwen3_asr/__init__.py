@@ -95,7 +95,9 @@ class Qwen3ASRModel:
             length_penalty=options.length_penalty, temperature=options.temperatures[0],
             max_new_tokens=max(0, min(max_new, room)), eos=self.eos, n_best=options.n_best)
         state, logits = g.prefill(prompts, audio, self.audio_pad, self.pad_id)
-        hyps = search(state, logits, search_options, rng=np.random.default_rng(options.seed))
+        # one generator per input (seeded by its length), so sampling does not depend on batch mates
+        rngs = [np.random.default_rng((options.seed, len(p))) for p in pieces]
+        hyps = search(state, logits, search_options, rngs=rngs)
         out = []
         for h in hyps:
             best = h[0]
