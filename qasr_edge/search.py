@@ -10,7 +10,7 @@ share per-group data (for example Whisper's cross-attention keys) between a grou
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import numpy as np

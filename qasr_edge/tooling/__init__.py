@@ -8,7 +8,10 @@ missing one fails with an instruction instead of a bare ImportError.
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 # import name -> PyPI distribution, where they differ
 _DISTRIBUTIONS = {"onnx_ir": "onnx-ir"}
@@ -30,6 +33,14 @@ def require(module_name: str) -> ModuleType:
         ) from exc
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file as a dict; {} when it is missing or unreadable (detection probes)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def export(source, output, precision: str = "fp32", name: str | None = None, overwrite: bool = False):
     """Export a checkpoint folder into a model package (see `qasr_edge.tooling.export.export`)."""
     from .export import export as _export
@@ -37,4 +48,4 @@ def export(source, output, precision: str = "fp32", name: str | None = None, ove
     return _export(source, output, precision=precision, name=name, overwrite=overwrite)
 
 
-__all__ = ["ToolingDependencyError", "export", "require"]
+__all__ = ["ToolingDependencyError", "export", "read_json", "require"]

@@ -7,7 +7,6 @@ only sees paths. Adding a family means adding a `SourceKind` row, not a branch.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shutil
 import tempfile
@@ -16,17 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..package import write_manifest
-from . import require
+from . import read_json, require
 
 PRECISIONS = ("fp32", "int8")
 _ONNX_PROTO_LIMIT = 1_800_000_000  # bytes; protobuf caps a message at 2 GiB, larger graphs go external
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _is_ct2_whisper(path: Path) -> bool:
@@ -41,7 +33,7 @@ def _is_ct2_whisper(path: Path) -> bool:
 
 
 def _is_hf_whisper(path: Path) -> bool:
-    return _read_json(path / "config.json").get("model_type") == "whisper"
+    return read_json(path / "config.json").get("model_type") == "whisper"
 
 
 def _is_hf_qwen3_asr(path: Path) -> bool:

@@ -13,12 +13,11 @@ builds the exact prompt without a template engine.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..families.qwen3_asr.audio import conv_tokens
-from . import require
+from . import read_json, require
 
 OPSET = 17
 ENCODER_INPUTS, ENCODER_OUTPUTS = ["mel", "token_lengths"], ["audio_embeds"]
@@ -50,21 +49,14 @@ TEXT_DEFAULTS = {"vocab_size": 151936, "hidden_size": 4096, "intermediate_size":
                  "tie_word_embeddings": False}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def is_qwen3_asr_folder(path: Path) -> bool:
-    cfg = _read_json(path / "config.json")
+    cfg = read_json(path / "config.json")
     return cfg.get("model_type") == "qwen3_asr" or "thinker_config" in cfg and "audio_config" in cfg["thinker_config"]
 
 
 def read_configs(folder: Path) -> tuple[dict, dict, dict]:
     """(thinker, audio, text) configs with the reference defaults filled in."""
-    thinker = _read_json(folder / "config.json").get("thinker_config") or {}
+    thinker = read_json(folder / "config.json").get("thinker_config") or {}
     audio = {**AUDIO_DEFAULTS, **(thinker.get("audio_config") or {})}
     text = {**TEXT_DEFAULTS, **(thinker.get("text_config") or {})}
     if text.get("head_dim") is None:
@@ -79,7 +71,7 @@ def read_configs(folder: Path) -> tuple[dict, dict, dict]:
 
 def check_feature_extractor(folder: Path, n_mels: int) -> None:
     """The runtime computes Whisper's log-mel (16 kHz, n_fft 400, hop 160) in C++: refuse others."""
-    pre = _read_json(folder / "preprocessor_config.json")
+    pre = read_json(folder / "preprocessor_config.json")
     expected = {"feature_size": n_mels, "sampling_rate": 16000, "hop_length": 160, "n_fft": 400}
     wrong = {k: pre[k] for k, v in expected.items() if k in pre and pre[k] != v}
     if pre.get("dither"):
@@ -94,7 +86,7 @@ def read_weights(folder: Path) -> dict[str, Any]:
     st = require("safetensors.torch")
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(_read_json(index)["weight_map"].values()))
+        files = sorted(set(read_json(index)["weight_map"].values()))
     else:
         files = [p.name for p in sorted(folder.glob("*.safetensors"))]
     if not files:
@@ -129,7 +121,7 @@ def chat_template(folder: Path, tokenizer: Any) -> str | None:
     """The template text: chat_template.jinja, chat_template.json, or tokenizer_config.json."""
     if (folder / "chat_template.jinja").is_file():
         return (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    data = _read_json(folder / "chat_template.json")
+    data = read_json(folder / "chat_template.json")
     if data.get("chat_template"):
         return data["chat_template"]
     template = getattr(tokenizer, "chat_template", None)
@@ -241,8 +233,8 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
         (out_dir / prompt_tokenizer).write_text(prompt_text, encoding="utf-8")
     template = chat_template(folder, tokenizer)
     before, after = prompt_parts(tokenizer, template)
-    generation = _read_json(folder / "generation_config.json")
-    stored = _read_json(folder / "config.json")
+    generation = read_json(folder / "generation_config.json")
+    stored = read_json(folder / "config.json")
     return {
         "family": "qwen3_asr",
         "name": folder.name,
