@@ -379,3 +379,18 @@ def test_registry_names_fail_clearly_offline(monkeypatch, tmp_path):
         assert REGISTRY[name].family == "qwen3_asr"
         with pytest.raises(RegistryError, match="pass its path"):
             REGISTRY[name].fetch(tmp_path / name)
+
+
+def test_runtime_never_imports_torch(package, tmp_path):
+    """Loading a Qwen3-ASR package and transcribing needs numpy, onnxruntime and the core only."""
+    wav = _write_wav(tmp_path / "short.wav", CLIPS["short"])
+    code = (
+        "import sys, qasr_edge\n"
+        f"r = qasr_edge.load_model({str(package)!r}).transcribe([{str(wav)!r}], max_new_tokens=4)\n"
+        "assert len(r[0].segments[0].tokens) <= 4\n"
+        "heavy = sorted(k for k in ('torch', 'transformers', 'onnx', 'qwen_asr', 'safetensors') if k in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "print('clean')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr
