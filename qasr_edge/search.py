@@ -10,13 +10,10 @@ share per-group data (for example Whisper's cross-attention keys) between a grou
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
-
-NEG_INF = -np.inf
-
 
 class DecoderState(Protocol):
     def step(self, tokens: np.ndarray) -> np.ndarray:
@@ -299,7 +296,7 @@ def decode_with_fallback(
     for temperature in policy.temperatures:
         if not pending:
             break
-        step_options = _at_temperature(options, temperature)
+        step_options = replace(options, temperature=temperature)
         pre = prefill(pending)
         results = search(pre.state, pre.first_logits, step_options, pre.filters, [rngs[g] for g in pending])
         still = []
@@ -321,12 +318,6 @@ def decode_with_fallback(
         best.temperature = tried[g][-1].temperature
         chosen[g] = best
     return chosen  # type: ignore[return-value]
-
-
-def _at_temperature(options: SearchOptions, temperature: float) -> SearchOptions:
-    from dataclasses import replace
-
-    return replace(options, temperature=temperature)
 
 
 def _needs_fallback(d: Decoded, policy: FallbackPolicy) -> bool:
