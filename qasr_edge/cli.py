@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .package import PRECISIONS
 from .writers import FORMATS
 
 
@@ -15,7 +16,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default="whisper-base", help="package folder, checkpoint folder or registry name")
     p.add_argument("--profile", "-p", default=None, help="device profile name or .toml path (default: cpu)")
     p.add_argument("--threads", "-t", type=int, default=None, help="intra-op threads (default: the profile's)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="precision of a registry model (default: the profile's)")
 
 
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a checkpoint into a model package (needs qasr_edge[export])")
     e.add_argument("source", help="CTranslate2 or Hugging Face checkpoint folder, or a registry name")
     e.add_argument("--output", "-o", required=True)
-    e.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    e.add_argument("--precision", choices=PRECISIONS, default="fp32")
     e.add_argument("--name", default=None)
     e.add_argument("--overwrite", action="store_true")
 

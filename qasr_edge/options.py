@@ -35,6 +35,7 @@ class TranscribeOptions:
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
     max_new_tokens: int | None = None      # per window; None: as many as the model's context allows
+    min_new_tokens: int = 0                # end-of-sequence barred before this many (fixed-work benchmarks)
     n_best: int = 1
     seed: int = 0                          # sampling at temperature > 0 is reproducible
     batch_size: int | None = None          # windows decoded together; None: the profile's max_batch
@@ -48,6 +49,8 @@ class TranscribeOptions:
             raise ValueError("best_of must be >= 1")
         if self.max_new_tokens is not None and self.max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
+        if self.min_new_tokens < 0 or (self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens):
+            raise ValueError("min_new_tokens must be between 0 and max_new_tokens")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         object.__setattr__(self, "temperatures", tuple(float(t) for t in (

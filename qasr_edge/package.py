@@ -14,6 +14,8 @@ from typing import Any
 FORMAT = "qasr-edge-package"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# what `export --precision` builds and `transcribe --precision` asks for (docs/model-package.md)
+PRECISIONS = ("fp32", "fp16", "int8", "int8-static", "int4")
 
 
 class PackageError(Exception):

@@ -57,6 +57,7 @@ class Profile:
     max_batch: int = 8
     memory_budget_mb: int = 1024
     chunk_ms: int = 640
+    cpu_features: tuple[str, ...] = ()   # CPU flags the profile is tuned for (/proc/cpuinfo names)
     path: Path | None = None
 
     def __post_init__(self):
@@ -93,6 +94,7 @@ class Profile:
             max_batch=int(data.get("batch", {}).get("max_batch", 8)),
             memory_budget_mb=int(data.get("batch", {}).get("memory_budget_mb", 1024)),
             chunk_ms=int(data.get("stream", {}).get("chunk_ms", 640)),
+            cpu_features=tuple(data.get("device", {}).get("cpu_features", ())),
             path=path,
         )
 
@@ -115,14 +117,25 @@ class Profile:
             opts.add_session_config_entry(key, value)
         return opts
 
+    def check_cpu(self, flags: set[str] | None = None) -> None:
+        """Stop with a message when this CPU lacks a feature the profile is tuned for."""
+        flags = cpu_flags() if flags is None else flags
+        missing = [f for f in self.cpu_features if f not in flags]
+        if flags and missing:
+            raise ProfileError(f"profile {self.name} is for CPUs with {', '.join(self.cpu_features)}; this one "
+                               f"lacks {', '.join(missing)} (try --profile cpu)")
+
     def resolved_providers(self) -> list[tuple[str, dict[str, Any]]]:
         import onnxruntime as ort
 
+        self.check_cpu()
         have = set(ort.get_available_providers())
         chosen = []
         for name in self.providers:
             if name in have:
-                chosen.append((name, self.provider_options.get(name, {})))
+                options = {k: os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v
+                           for k, v in self.provider_options.get(name, {}).items()}
+                chosen.append((name, options))
             elif self.on_missing_provider == "error":
                 raise ProfileError(
                     f"profile {self.name} needs the ONNX Runtime provider {name}, which this onnxruntime "
@@ -143,6 +156,19 @@ class Profile:
             providers=[name for name, _ in providers],
             provider_options=[opts for _, opts in providers],
         )
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux names them (x86 "flags", ARM "Features"); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
 
 
 def list_profiles() -> dict[str, Path]:

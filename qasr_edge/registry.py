@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .package import is_package, read_package
-
-PRECISIONS = ("fp32", "int8")
+from .package import PRECISIONS, is_package, read_package
 
 
 class RegistryError(Exception):

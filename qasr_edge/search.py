@@ -36,6 +36,7 @@ class SearchOptions:
     length_penalty: float = 1.0   # hypotheses ranked by sum_logprob / length ** length_penalty
     temperature: float = 0.0
     max_new_tokens: int = 224
+    min_new_tokens: int = 0       # end-of-sequence is barred before this many tokens (benchmarks: exactly N)
     eos: tuple[int, ...] = ()
     n_best: int = 1               # hypotheses returned per input (beam search gives up to beam_size)
 
@@ -44,6 +45,8 @@ class SearchOptions:
             raise ValueError(f"beam_size must be in 1..16, got {self.beam_size}")
         if self.best_of < 1 or self.patience <= 0 or self.temperature < 0 or self.max_new_tokens < 0:
             raise ValueError("best_of >= 1, patience > 0, temperature >= 0 and max_new_tokens >= 0 required")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError("min_new_tokens must be between 0 and max_new_tokens")
         if not self.eos:
             raise ValueError("SearchOptions needs at least one end-of-sequence id")
 
@@ -91,11 +94,21 @@ def search(
 
     Sampling draws from each group's own generator in `rngs`, so a group's result does not depend
     on which other groups share its batch."""
+    if options.min_new_tokens:
+        filters = (*filters, _bar_eos_before(options.min_new_tokens, options.eos))
     if options.temperature == 0 and options.beam_size > 1:
         return _beam_search(state, first_logits, options, filters)
     if rngs is None:
         rngs = [np.random.default_rng(g) for g in range(first_logits.shape[0])]
     return _sample_or_greedy(state, first_logits, options, filters, rngs)
+
+
+def _bar_eos_before(min_tokens: int, eos: Sequence[int]) -> LogitFilter:
+    def bar(logits: np.ndarray, seqs: Sequence[Sequence[int]]) -> None:
+        for r, seq in enumerate(seqs):
+            if len(seq) < min_tokens:
+                logits[r, list(eos)] = -np.inf
+    return bar
 
 
 def _expand(state: DecoderState, first_logits: np.ndarray, width: int) -> np.ndarray:

@@ -149,3 +149,25 @@ def test_sampled_group_does_not_depend_on_its_batch_mates():
 def run_with_rngs(options, rngs):
     state = TableState(TABLE, np.ones(len(rngs), dtype=int), len(rngs))
     return search(state, np.repeat(TABLE[[1]], len(rngs), axis=0), options, rngs=rngs)
+
+
+def test_min_new_tokens_bars_end_of_sequence():
+    # a state whose logits always favour eos (id 0): greedy stops at once unless barred
+    class AlwaysEos:
+        def step(self, tokens):
+            logits = np.zeros((tokens.shape[0], 4), np.float32)
+            logits[:, 0] = 5.0
+            logits[:, 2] = 1.0
+            return logits
+
+        def select(self, rows, groups):
+            pass
+
+    first = AlwaysEos().step(np.zeros(2, np.int64))
+    for beam in (1, 3):
+        opts = SearchOptions(beam_size=beam, max_new_tokens=6, min_new_tokens=4, eos=(0,))
+        hyps = search(AlwaysEos(), first.copy(), opts)
+        assert [h[0].tokens for h in hyps] == [[2, 2, 2, 2]] * 2
+        assert all(h[0].finished for h in hyps)
+    with pytest.raises(ValueError):
+        SearchOptions(max_new_tokens=3, min_new_tokens=4, eos=(0,))

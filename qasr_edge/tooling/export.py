@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..package import write_manifest
+from ..package import PRECISIONS, write_manifest
 from . import read_json, require
 
-PRECISIONS = ("fp32", "int8")
 _ONNX_PROTO_LIMIT = 1_800_000_000  # bytes; protobuf caps a message at 2 GiB, larger graphs go external
 
 
