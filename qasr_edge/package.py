@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "qasr-edge-package"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2       # 2: decoder caches are in-place buffers updated by GroupQueryAttention
+OLDEST_READABLE = 2      # packages older than this must be exported again
 MANIFEST = "manifest.json"
 # what `export --precision` builds and `transcribe --precision` asks for (docs/model-package.md)
 PRECISIONS = ("fp32", "fp16", "int8", "int8-static", "int4")
@@ -79,6 +80,15 @@ def is_package(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def is_current(path: str | Path) -> bool:
+    """A package this runtime reads (not one written in an older format)."""
+    try:
+        read_package(path)
+    except PackageError:
+        return False
+    return True
+
+
 def read_package(path: str | Path, verify: bool = False) -> ModelPackage:
     root = Path(path)
     manifest_path = root / MANIFEST
@@ -94,6 +104,11 @@ def read_package(path: str | Path, verify: bool = False) -> ModelPackage:
         raise PackageError(
             f"{manifest_path}: format version {manifest['format_version']} is newer than this runtime "
             f"understands ({FORMAT_VERSION}); upgrade qasr_edge"
+        )
+    if manifest.get("format_version", 0) < OLDEST_READABLE:
+        raise PackageError(
+            f"{manifest_path}: format version {manifest.get('format_version', 0)} was written by an older "
+            f"qasr_edge; export it again (qasr-edge export SOURCE --output {root} --overwrite)"
         )
     for name in manifest.get("files", {}):
         if not (root / name).is_file():

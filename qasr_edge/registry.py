@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .package import PRECISIONS, is_package, read_package
+from .package import PRECISIONS, is_current, is_package, read_package
 
 
 class RegistryError(Exception):
@@ -116,7 +116,8 @@ def _export(source: Path, output: Path, precision: str, name: str) -> Path:
         raise RegistryError(f"building the {name} package needs the offline tooling ({exc}): "
                             f"pip install 'qasr_edge[export]'") from None
     print(f"qasr-edge: building {name} ({precision}) from {source} into {output} (once)", file=sys.stderr)
-    return export(source, output, precision=precision, name=name)
+    # an existing package there is in an older format (resolve() returns current ones)
+    return export(source, output, precision=precision, name=name, overwrite=is_package(output))
 
 
 def resolve(name_or_path: str | os.PathLike, precision: str | None = None) -> Path:
@@ -132,7 +133,7 @@ def resolve(name_or_path: str | os.PathLike, precision: str | None = None) -> Pa
             raise RegistryError(f"{path}: not a model package or checkpoint folder")
         digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
         target = models_dir() / f"{path.name}-{digest}-{precision}"
-        if is_package(target):
+        if is_current(target):
             return target
         return _export(path, target, precision, path.name)
     name = str(name_or_path)
@@ -140,7 +141,7 @@ def resolve(name_or_path: str | os.PathLike, precision: str | None = None) -> Pa
         raise RegistryError(f"unknown model '{name}': not a folder, and not a registry name "
                             f"(known: {', '.join(REGISTRY)})")
     target = models_dir() / f"{name}-{precision}"
-    if is_package(target):
+    if is_current(target):
         return target
     entry = REGISTRY[name]
     source = entry.fetch(home() / "sources" / name)

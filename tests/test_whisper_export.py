@@ -81,12 +81,19 @@ class Graphs:
         layers, two, heads, head_dim = self.cache
         return np.zeros((layers, two, batch, heads, 0, head_dim), np.float32)
 
-    def decode(self, tokens, positions, key_mask, past, cross_kv, logit_index):
-        """One decoder call with the caches stacked [layers, 2, batch, heads, T, head_dim] (as the
-        encoder's cross_kv is); the graph itself takes and returns one tensor per layer."""
+    def decode(self, tokens, positions, lengths, past, cross_kv, logit_index):
+        """One decoder call without IO binding: the cache goes in as `past` and comes back as a new
+        `present` (ONNX Runtime copies when the buffers are not shared), stacked
+        [layers, 2, batch, heads, T, head_dim] as the encoder's cross_kv is. `lengths` is each
+        row's token count after the call (right padding)."""
         layers = self.cache[0]
-        feeds = {"tokens": np.asarray(tokens, np.int64), "positions": np.asarray(positions, np.int64),
-                 "key_mask": np.asarray(key_mask, np.float32), "logit_index": np.asarray(logit_index, np.int64)}
+        tokens = np.asarray(tokens, np.int64)
+        lengths = np.asarray(lengths)
+        first = past.shape[4] == 0
+        feeds = {"tokens": tokens, "positions": np.asarray(positions, np.int64),
+                 "seqlens_k": (lengths - 1).astype(np.int32),
+                 "total_sequence_length": np.array(tokens.shape[1] if first else lengths.max(), np.int32),
+                 "logit_index": np.asarray(logit_index, np.int64)}
         for i in range(layers):
             for j, kv in enumerate("kv"):
                 feeds[f"past_{kv}{i}"] = np.ascontiguousarray(past[i, j])
@@ -98,8 +105,8 @@ class Graphs:
         special = self.package.special_tokens
         cross_kv, past, tokens, new = self.encode(mel), self.empty(1), list(prompt), list(prompt)
         for _ in range(max_new):
-            start = past.shape[4]
-            logits, past = self.decode([new], [range(start, len(tokens))], np.ones((1, len(tokens))),
+            start = len(tokens) - len(new)
+            logits, past = self.decode([new], [range(start, len(tokens))], [len(tokens)],
                                        past, cross_kv, [[len(new) - 1]])
             row = logits[0, 0].copy()
             row[special["suppress_ids"]] = -np.inf
@@ -113,8 +120,7 @@ class Graphs:
     def forced_logits(self, mel: np.ndarray, tokens: list[int], first: int) -> np.ndarray:
         """Logits predicting tokens[first + 1:] (and the one after), teacher-forced, one call."""
         n = len(tokens)
-        logits, _ = self.decode([tokens], [range(n)], np.ones((1, n)), self.empty(1), self.encode(mel),
-                                [range(first, n)])
+        logits, _ = self.decode([tokens], [range(n)], [n], self.empty(1), self.encode(mel), [range(first, n)])
         return logits[0]
 
 
@@ -149,37 +155,39 @@ def check_graphs_against_hf(hf, package: Path, mel: np.ndarray, prompts: list[li
 
     refs = [hf_logits(hf, hidden, i, p) for i, p in enumerate(prompts)]
     n = max(len(p) for p in prompts)
-    pads = [n - len(p) for p in prompts]
+    lengths = [len(p) for p in prompts]
     eot = graphs.package.special_tokens["eot"]
-    tokens = [[eot] * pad + p for pad, p in zip(pads, prompts)]
-    positions = [[0] * pad + list(range(len(p))) for pad, p in zip(pads, prompts)]
-    key_mask = np.array([[0.0] * pad + [1.0] * len(p) for pad, p in zip(pads, prompts)], np.float32)
+    tokens = [p + [eot] * (n - len(p)) for p in prompts]          # right padding
+    positions = [list(range(n))] * 2
 
-    # one shot from an empty cache (past = 0), every row's logits
-    logits, present = graphs.decode(tokens, positions, key_mask, graphs.empty(2), cross_kv, [range(n)] * 2)
+    # one shot from an empty cache, every row's logits
+    logits, present = graphs.decode(tokens, positions, lengths, graphs.empty(2), cross_kv, [range(n)] * 2)
     assert logits.shape == (2, n, hf.config.vocab_size)
-    assert present.shape == (*graphs.cache[:2], 2, graphs.cache[2], n, graphs.cache[3])
-    errors["one_shot"] = max(rel(logits[i, pads[i]:], refs[i]) for i in range(2))
+    assert present.shape[:3] == (*graphs.cache[:2], 2) and present.shape[4] >= n
+    errors["one_shot"] = max(rel(logits[i, :lengths[i]], refs[i]) for i in range(2))
 
     # logit_index picks rows: the last position and one in the middle of each prompt
-    pick = [[n - 1, pads[0] + 1], [n - 1, pads[1] + 2]]
-    picked, _ = graphs.decode(tokens, positions, key_mask, graphs.empty(2), cross_kv, pick)
+    pick = [[lengths[0] - 1, 1], [lengths[1] - 1, 2]]
+    picked, _ = graphs.decode(tokens, positions, lengths, graphs.empty(2), cross_kv, pick)
     assert picked.shape == (2, 2, hf.config.vocab_size)
-    errors["logit_index"] = max(rel(picked[i, j], refs[i][pick[i][j] - pads[i]]) for i in range(2) for j in range(2))
+    errors["logit_index"] = max(rel(picked[i, j], refs[i][pick[i][j]]) for i in range(2) for j in range(2))
 
-    # incremental: prefill 4 positions, then one token at a time, feeding present_kv back
+    # incremental: prefill 4 positions, then one token at a time, feeding present back as past;
+    # a row past its own end is fed padding, and its logits are not compared
     prefill = 4
     step_logits, past = graphs.decode([t[:prefill] for t in tokens], [p[:prefill] for p in positions],
-                                      key_mask[:, :prefill], graphs.empty(2), cross_kv, [[prefill - 1]] * 2)
+                                      [prefill] * 2, graphs.empty(2), cross_kv, [[prefill - 1]] * 2)
     collected = [step_logits[:, 0]]
     for i in range(prefill, n):
-        step_logits, past = graphs.decode([[t[i]] for t in tokens], [[p[i]] for p in positions],
-                                          key_mask[:, :i + 1], past, cross_kv, [[0]] * 2)
+        step_logits, past = graphs.decode([[t[i]] for t in tokens], [[i]] * 2, [i + 1] * 2, past, cross_kv,
+                                          [[0]] * 2)
         collected.append(step_logits[:, 0])
     incremental = np.stack(collected, 1)  # logits at positions prefill-1 .. n-1
-    errors["incremental"] = max(rel(incremental[i], refs[i][prefill - 1 - pads[i]:]) for i in range(2))
+    errors["incremental"] = max(rel(incremental[i, :lengths[i] - prefill + 1], refs[i][prefill - 1:])
+                                for i in range(2))
     # the cache built step by step is the one-shot cache (padding slots aside)
-    errors["present_kv"] = max(rel(past[:, :, i, :, pads[i]:], present[:, :, i, :, pads[i]:]) for i in range(2))
+    errors["present_kv"] = max(rel(past[:, :, i, :, :lengths[i]], present[:, :, i, :, :lengths[i]])
+                               for i in range(2))
     return errors
 
 
@@ -278,10 +286,9 @@ def test_package_manifest_and_graph_io(whisper_base_package, whisper_base_ct2):
     past, cross, present = (cache_names(p, 6) for p in ("past", "cross", "present"))
     assert list(decoder) == DECODER_INPUTS + past + cross + DECODER_OUTPUTS + present
     assert decoder["tokens"] == decoder["positions"] == ["batch", "seq"]
-    assert decoder["key_mask"] == ["batch", "total"]
-    assert all(decoder[n] == ["batch", 8, "past", 64] for n in past)
+    assert decoder["seqlens_k"] == ["batch"] and decoder["total_sequence_length"] == []
+    assert all(decoder[n] == ["batch", 8, "capacity", 64] for n in past + present)
     assert all(decoder[n] == ["groups", 8, "audio_ctx", 64] for n in cross)
-    assert all(decoder[n] == ["batch", 8, "total", 64] for n in present)
     assert decoder["logit_index"] == ["batch", "k"] and decoder["logits"][:2] == ["batch", "k"]
 
 
@@ -294,18 +301,19 @@ def test_fp32_graphs_match_transformers(whisper_base_package, source, clip_mels,
 
     mel = np.concatenate([clip_mels["en_flite.wav"], clip_mels["de.wav"]])
     prompts = [prompt("en", " The quick brown fox jumps"), prompt("de", " Guten Morgen")]
-    assert len(prompts[0]) - len(prompts[1]) >= 2  # row 1 really is left padded
+    assert len(prompts[0]) - len(prompts[1]) >= 2  # row 1 really is padded
     errors = check_graphs_against_hf(source.model, whisper_base_package, mel, prompts)
     assert max(errors.values()) <= PARITY, errors
 
 
-def test_fully_padded_row_stays_finite(whisper_base_package, clip_mels):
+def test_short_row_beside_a_long_one_is_itself_alone(whisper_base_package, clip_mels):
+    """A one-token row padded to three gives the logits it gives alone: padding is never attended."""
     graphs = Graphs(whisper_base_package)
     cross_kv = graphs.encode(np.concatenate([clip_mels["en_flite.wav"]] * 2))
-    key_mask = np.array([[1, 1, 1], [0, 0, 0]], np.float32)
-    logits, present = graphs.decode([[50258, 50259, 50359]] * 2, [[0, 1, 2]] * 2, key_mask,
-                                    graphs.empty(2), cross_kv, [[2], [2]])
-    assert np.isfinite(logits).all() and np.isfinite(present).all()
+    batch, _ = graphs.decode([[50258, 50259, 50359], [50258, 50257, 50257]], [[0, 1, 2]] * 2, [3, 1],
+                             graphs.empty(2), cross_kv, [[2], [0]])
+    alone, _ = graphs.decode([[50258]], [[0]], [1], graphs.empty(1), cross_kv[:, :, 1:], [[0]])
+    assert np.isfinite(batch).all() and rel(batch[1], alone[0]) <= 1e-5
 
 
 def test_int8_package_agrees_with_fp32(whisper_base_package, whisper_base_int8_package, clip_mels):
@@ -498,9 +506,9 @@ def test_rows_of_a_group_share_its_cross_attention(whisper_base_package, clip_me
     cross = graphs.encode(clip_mels["en_flite.wav"])
     assert cross.shape[2] == 1
     tokens = [[50258, 50259, 50359, 50363], [50258, 50259, 50359, 440]]
-    positions, mask = [range(4)] * 2, np.ones((2, 4))
-    shared, present = graphs.decode(tokens, positions, mask, graphs.empty(2), cross, [[3], [3]])
-    copied, present2 = graphs.decode(tokens, positions, mask, graphs.empty(2), np.repeat(cross, 2, axis=2),
+    positions, lengths = [range(4)] * 2, [4, 4]
+    shared, present = graphs.decode(tokens, positions, lengths, graphs.empty(2), cross, [[3], [3]])
+    copied, present2 = graphs.decode(tokens, positions, lengths, graphs.empty(2), np.repeat(cross, 2, axis=2),
                                      [[3], [3]])
     assert rel(shared, copied) <= 1e-5 and rel(present, present2) <= 1e-5
     assert rel(shared[0], shared[1]) > 1e-3  # the rows really differ

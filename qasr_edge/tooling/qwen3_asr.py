@@ -3,7 +3,8 @@
 Package files (docs/model-package.md, "Qwen3-ASR family"):
 
     encoder.onnx        mel [rows, chunks, n_mels, chunk_frames], token_lengths [rows] -> audio_embeds
-    decoder.onnx        inputs_embeds, positions, key_mask, past_kv, logit_index -> logits, present_kv
+    decoder.onnx        inputs_embeds, seqlens_k, total_sequence_length, logit_index, past_k{i}, past_v{i}
+                        -> logits, present_k{i}, present_v{i} (in-place cache buffers, attention.py)
     embed_tokens.npy    the token embedding table [vocab, hidden] (float32, memory-mapped at run time)
     tokenizer.json
 
@@ -18,11 +19,13 @@ from typing import Any
 
 from ..families.qwen3_asr.audio import conv_tokens
 from . import read_json, require
+from .attention import cache_names
 
 OPSET = 17
 ENCODER_INPUTS, ENCODER_OUTPUTS = ["mel", "token_lengths"], ["audio_embeds"]
-DECODER_INPUTS = ["inputs_embeds", "positions", "key_mask", "past_kv", "logit_index"]
-DECODER_OUTPUTS = ["logits", "present_kv"]
+DECODER_INPUTS = ["inputs_embeds", "seqlens_k", "total_sequence_length", "logit_index"]  # then past_k0, past_v0, ...
+DECODER_OUTPUTS = ["logits"]                                                         # then present_k0, ...
+MAX_POSITIONS = 32768   # rotary table rows: a 20 min clip is ~15,600 audio tokens
 EMBED_FILE = "embed_tokens.npy"
 PROMPT_TOKENIZER_FILE = "prompt_tokenizer.json"  # written when the toolkit tokenizes prompts differently
 
@@ -167,24 +170,27 @@ def _export_graphs(encoder, decoder, audio: dict, text: dict, out_dir: Path) -> 
     mel = torch.zeros(2, 2, audio["num_mel_bins"], params["chunk_frames"])
     lengths = torch.tensor([2 * params["tokens_per_chunk"], params["tokens_per_chunk"] + 3], dtype=torch.int64)
     layers, kv, hd = text["num_hidden_layers"], text["num_key_value_heads"], text["head_dim"]
-    batch, seq, past = 2, 3, 2
-    example = (torch.zeros(batch, seq, text["hidden_size"]),
-               torch.arange(past, past + seq, dtype=torch.int64).repeat(batch, 1),
-               torch.ones(batch, past + seq), torch.zeros(layers, 2, batch, kv, past, hd),
-               torch.tensor([[seq - 1]] * batch, dtype=torch.int64))
-    seq_axes = {0: "batch", 1: "seq"}
+    batch, seq, capacity = 2, 3, 8
+    example = (torch.zeros(batch, seq, text["hidden_size"]), torch.tensor([seq - 1, seq - 2], dtype=torch.int32),
+               torch.tensor(seq, dtype=torch.int32), torch.tensor([[seq - 1]] * batch, dtype=torch.int64),
+               *[torch.zeros(batch, kv, capacity, hd) for _ in range(2 * layers)])
+    past, present = cache_names("past", layers), cache_names("present", layers)
+    cache_axes = {n: {0: "batch", 2: "capacity"} for n in past + present}
     with torch.no_grad():
         torch_export(encoder, (mel, lengths), out_dir / "encoder.onnx", input_names=ENCODER_INPUTS,
                      output_names=ENCODER_OUTPUTS,
                      dynamic_axes={"mel": {0: "rows", 1: "chunks", 3: "frames"}, "token_lengths": {0: "rows"},
                                    "audio_embeds": {0: "rows", 1: "tokens"}}, opset=OPSET)
-        torch_export(decoder, example, out_dir / "decoder.onnx", input_names=DECODER_INPUTS,
-                     output_names=DECODER_OUTPUTS,
-                     dynamic_axes={"inputs_embeds": seq_axes, "positions": seq_axes,
-                                   "key_mask": {0: "batch", 1: "total"}, "past_kv": {2: "batch", 4: "past"},
+        torch_export(decoder, example, out_dir / "decoder.onnx", input_names=DECODER_INPUTS + past,
+                     output_names=DECODER_OUTPUTS + present,
+                     dynamic_axes={"inputs_embeds": {0: "batch", 1: "seq"}, "seqlens_k": {0: "batch"},
                                    "logit_index": {0: "batch", 1: "k"}, "logits": {0: "batch", 1: "k"},
-                                   "present_kv": {2: "batch", 4: "total"}}, opset=OPSET)
+                                   **cache_axes}, opset=OPSET)
     return {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+
+
+def max_positions(text: dict) -> int:
+    return min(int(text.get("max_position_embeddings", 65536)), MAX_POSITIONS)
 
 
 def dims(audio: dict, text: dict, tied: bool) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def dims(audio: dict, text: dict, tied: bool) -> dict[str, Any]:
         "hidden_size": text["hidden_size"], "n_layers": text["num_hidden_layers"],
         "n_heads": text["num_attention_heads"], "n_kv_heads": text["num_key_value_heads"],
         "head_dim": text["head_dim"], "n_vocab": text["vocab_size"],
-        "max_positions": text.get("max_position_embeddings", 65536), "tied_embeddings": tied,
+        "max_positions": max_positions(text), "tied_embeddings": tied,
     }
 
 
@@ -218,7 +224,7 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
     embed = weights["thinker.model.embed_tokens.weight"]
     head = weights.get("thinker.lm_head.weight")
     tied = head is None
-    encoder, decoder = build_modules(weights, audio, text, embed if tied else head)
+    encoder, decoder = build_modules(weights, audio, text, embed if tied else head, max_positions(text))
     graphs = _export_graphs(encoder, decoder, audio, text, out_dir)
     np.save(out_dir / EMBED_FILE, embed.numpy().astype(np.float32))
     del weights, encoder, decoder

@@ -8,7 +8,8 @@ transformers version can export):
   stride-2 convolutions on its own and gets sinusoidal positions from 0; the chunks of a row then
   attend to each other (the window is `n_window_infer` frames), never to other rows.
 - `TextDecoder`: Qwen3 (RMSNorm, q/k norms, grouped-query attention, rotary positions, SwiGLU)
-  over input embeddings, with the key-value cache as explicit input and output.
+  over input embeddings, with the key-value cache as explicit input and output: one in-place
+  buffer per layer and kind, updated by ONNX Runtime's GroupQueryAttention (see attention.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import math
 from typing import Any
 
 from . import require
+from .attention import cached_attention_function, rotary_tables
 
 MASK_NEG = -1e9  # additive mask: finite, so a fully padded row softmaxes to uniform, never NaN
 
 
 def _modules():
     torch = require("torch")
+    CachedAttention = cached_attention_function()
     nn = torch.nn
     F = torch.nn.functional
 
@@ -139,68 +142,53 @@ def _modules():
             self.up = linear(weights, prefix + ".mlp.up_proj", False)
             self.down = linear(weights, prefix + ".mlp.down_proj", False)
 
-        @staticmethod
-        def rotate(x, cos, sin):
-            half = x.shape[-1] // 2
-            return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
-
-        def forward(self, hidden, cos, sin, mask, past):
+        def forward(self, hidden, seqlens_k, total, past_k, past_v, cos, sin):
             b, s, _ = hidden.shape
             h = self.ln1(hidden)
-            q = self.q_norm(self.q(h).reshape(b, s, self.heads, self.head_dim)).transpose(1, 2)
-            k = self.k_norm(self.k(h).reshape(b, s, self.kv_heads, self.head_dim)).transpose(1, 2)
-            v = self.v(h).reshape(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
-            k = torch.cat([past[0], k], dim=2)                                      # [b, kv, T, hd]
-            v = torch.cat([past[1], v], dim=2)
-            rep = self.heads // self.kv_heads
-            qg = q.reshape(b, self.kv_heads, rep, s, self.head_dim)                 # q head = kv head * rep + r
-            scores = torch.matmul(qg, k[:, :, None].transpose(-1, -2)) * self.head_dim ** -0.5 + mask
-            attn = torch.matmul(torch.softmax(scores, dim=-1), v[:, :, None])       # [b, kv, rep, s, hd]
-            attn = attn.reshape(b, self.heads, s, self.head_dim).transpose(1, 2).reshape(b, s, -1)
+            q = self.q_norm(self.q(h).reshape(b, s, self.heads, self.head_dim)).reshape(b, s, -1)
+            k = self.k_norm(self.k(h).reshape(b, s, self.kv_heads, self.head_dim)).reshape(b, s, -1)
+            attn, present_k, present_v = CachedAttention.apply(
+                q, k, self.v(h), past_k, past_v, seqlens_k, total, cos, sin, self.heads, self.kv_heads,
+                self.head_dim ** -0.5)
             hidden = hidden + self.o(attn)
             h = self.ln2(hidden)
             hidden = hidden + self.down(F.silu(self.gate(h)) * self.up(h))
-            return hidden, torch.stack([k, v])
+            return hidden, present_k, present_v
 
     class TextDecoder(nn.Module):
-        """inputs_embeds, positions, key_mask, past_kv, logit_index -> logits, present_kv."""
+        """inputs_embeds, seqlens_k, total_sequence_length, logit_index, past_k0, past_v0, ...
+        -> logits, present_k0, present_v0, ... (the cache layout of qasr_edge.tooling.attention)."""
 
-        def __init__(self, weights: dict, head, cfg: dict):
+        def __init__(self, weights: dict, head, cfg: dict, max_positions: int):
             super().__init__()
             self.layers = nn.ModuleList(DecoderLayer(weights, f"thinker.model.layers.{i}", cfg)
                                         for i in range(cfg["num_hidden_layers"]))
             self.norm = RMSNorm(weights["thinker.model.norm.weight"], cfg["rms_norm_eps"])
             hd = cfg["head_dim"]
             inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-            self.register_buffer("inv_freq", inv_freq, persistent=False)
+            cos, sin = rotary_tables(inv_freq, max_positions)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
             self.head = nn.Parameter(head.clone())
             # a zero bias makes the exporter emit Gemm(transB=1): no transposed copy of the head
             self.head_bias = nn.Parameter(torch.zeros(head.shape[0]))
 
-        def forward(self, inputs_embeds, positions, key_mask, past_kv, logit_index):
-            freqs = positions.to(torch.float32)[:, :, None] * self.inv_freq[None, None, :]   # [b, s, hd/2]
-            emb = torch.cat([freqs, freqs], dim=-1)[:, None]                                  # [b, 1, s, hd]
-            cos, sin = emb.cos(), emb.sin()
-            past = past_kv.shape[4]
-            key_idx = torch.cumsum(torch.ones_like(key_mask[0]), 0) - 1                       # [T]
-            query_idx = positions_of(inputs_embeds).to(key_mask.dtype) + past                  # [s]
-            future = (key_idx[None, :] > query_idx[:, None]).to(key_mask.dtype)               # [s, T]
-            mask = ((1.0 - key_mask)[:, None, :] + future[None]) * MASK_NEG                    # [b, s, T]
-            mask = mask[:, None, None]                                                          # [b, 1, 1, s, T]
+        def forward(self, inputs_embeds, seqlens_k, total_sequence_length, logit_index, *past):
             hidden, presents = inputs_embeds, []
             for i, layer in enumerate(self.layers):
-                hidden, present = layer(hidden, cos, sin, mask, past_kv[i])
-                presents.append(present)
+                hidden, k, v = layer(hidden, seqlens_k, total_sequence_length, past[2 * i], past[2 * i + 1],
+                                     self.cos, self.sin)
+                presents += [k, v]
             index = logit_index[:, :, None].expand(-1, -1, hidden.shape[2])
             picked = self.norm(torch.gather(hidden, 1, index))
             flat = F.linear(picked.reshape(-1, picked.shape[2]), self.head, self.head_bias)
-            return flat.reshape(picked.shape[0], picked.shape[1], -1), torch.stack(presents)
+            return (flat.reshape(picked.shape[0], picked.shape[1], -1), *presents)
 
     return AudioEncoder, TextDecoder
 
 
-def build_modules(weights: dict[str, Any], audio_cfg: dict, text_cfg: dict, head) -> tuple[Any, Any]:
+def build_modules(weights: dict[str, Any], audio_cfg: dict, text_cfg: dict, head,
+                  max_positions: int) -> tuple[Any, Any]:
     """(encoder, decoder) torch modules in eval mode, float32."""
     AudioEncoder, TextDecoder = _modules()
-    return AudioEncoder(weights, audio_cfg).eval(), TextDecoder(weights, head, text_cfg).eval()
+    return AudioEncoder(weights, audio_cfg).eval(), TextDecoder(weights, head, text_cfg, max_positions).eval()

@@ -3,12 +3,14 @@
 Graphs (docs/model-package.md):
 
     encoder.onnx   mel [batch, n_mels, 3000] -> cross_kv [n_text_layer, 2, batch, n_text_head, 1500, head_dim]
-    decoder.onnx   tokens, positions, key_mask, logit_index, past_{k,v}{i}, cross_{k,v}{i}
-                   -> logits, present_{k,v}{i}     (one tensor per layer: nothing is split or copied)
+    decoder.onnx   tokens, positions, seqlens_k, total_sequence_length, logit_index, past_{k,v}{i},
+                   cross_{k,v}{i} -> logits, present_{k,v}{i}
+                   (self-attention caches are in-place buffers, one per layer: attention.py)
 
 The torch modules below are thin wrappers that call the Hugging Face submodules (linears, layer
 norms, activation, embeddings) in Hugging Face's order, so the numerics are those of
-`transformers.WhisperForConditionalGeneration`; only the cache and the masking are explicit.
+`transformers.WhisperForConditionalGeneration`; only the cache is explicit, and self-attention is
+ONNX Runtime's GroupQueryAttention node.
 """
 
 from __future__ import annotations
@@ -20,18 +22,14 @@ from typing import Any
 
 
 from . import require
+from .attention import cache_names, cached_attention_function
 
 OPSET = 17
-MASK_NEG = -1e9  # additive mask: finite, so a fully padded row softmaxes to uniform, never NaN
 
 ENCODER_INPUTS, ENCODER_OUTPUTS = ["mel"], ["cross_kv"]
-DECODER_INPUTS = ["tokens", "positions", "key_mask", "logit_index"]   # then the per-layer caches
+# then past_k{i}, past_v{i} (in-place self-attention buffers, attention.py) and cross_k{i}, cross_v{i}
+DECODER_INPUTS = ["tokens", "positions", "seqlens_k", "total_sequence_length", "logit_index"]
 DECODER_OUTPUTS = ["logits"]                                          # then present_k{i}, present_v{i}
-
-
-def cache_names(prefix: str, layers: int) -> list[str]:
-    """[prefix_k0, prefix_v0, prefix_k1, ...]: the decoder's per-layer cache tensors."""
-    return [f"{prefix}_{kv}{i}" for i in range(layers) for kv in "kv"]
 
 # Special tokens: manifest key -> token spellings, first present wins
 _SPECIAL_NAMES = {
@@ -227,12 +225,12 @@ def _modules():
     def split_heads(x, heads):  # [B, S, D] -> [B, H, S, Dh]
         return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 
-    def attend(q, k, v, mask):  # q already scaled, as HF does; scores + mask, softmax, weighted sum
+    def attend(q, k, v):  # cross-attention, q already scaled as HF does
         scores = torch.matmul(q, k.transpose(2, 3))
-        if mask is not None:
-            scores = scores + mask
         out = torch.matmul(torch.softmax(scores, dim=-1), v)                  # [B, H, S, Dh]
         return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+
+    CachedAttention = cached_attention_function()
 
     class CachedDecoderLayer(nn.Module):
         """One HF WhisperDecoderLayer (its own submodules, same names) with an explicit cache."""
@@ -244,13 +242,12 @@ def _modules():
                          "fc1", "fc2", "final_layer_norm", "activation_fn"):
                 setattr(self, name, getattr(layer, name))
 
-        def forward(self, hidden, mask, past_k, past_v, cross_k, cross_v):
+        def forward(self, hidden, seqlens_k, total, past_k, past_v, cross_k, cross_v):
             attn, heads = self.self_attn, self.heads
             x = self.self_attn_layer_norm(hidden)
-            q = split_heads(attn.q_proj(x) * attn.scaling, heads)
-            k = torch.cat([past_k, split_heads(attn.k_proj(x), heads)], dim=2)
-            v = torch.cat([past_v, split_heads(attn.v_proj(x), heads)], dim=2)
-            hidden = hidden + attn.out_proj(attend(q, k, v, mask))
+            out, k, v = CachedAttention.apply(attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), past_k, past_v,
+                                              seqlens_k, total, None, None, heads, heads, float(attn.scaling))
+            hidden = hidden + attn.out_proj(out)
 
             # Cross-attention: the rows of a group (beams or samples of one window) share one
             # cross_kv row, so fold them into the query axis: [B, S, D] -> [G, (B/G)*S, D].
@@ -258,7 +255,7 @@ def _modules():
             x = self.encoder_attn_layer_norm(hidden)
             grouped = x.reshape(cross_k.shape[0], -1, x.shape[2])
             q = split_heads(cross.q_proj(grouped) * cross.scaling, heads)
-            out = attend(q, cross_k, cross_v, None).reshape(hidden.shape)
+            out = attend(q, cross_k, cross_v).reshape(hidden.shape)
             hidden = hidden + cross.out_proj(out)
 
             x = self.final_layer_norm(hidden)
@@ -281,19 +278,14 @@ def _modules():
             # shares the embedding matrix instead of storing a transposed copy for a MatMul
             self.head_bias = nn.Parameter(torch.zeros(self.head.shape[0]))
 
-        def forward(self, tokens, positions, key_mask, logit_index, *caches):
+        def forward(self, tokens, positions, seqlens_k, total_sequence_length, logit_index, *caches):
             n = len(self.layers)
             past, cross = caches[:2 * n], caches[2 * n:]
             hidden = self.embed_tokens(tokens) + self.embed_positions(tokens, position_ids=positions)
-            # additive mask [B, 1, S, past+S]: padding from key_mask, causality from absolute indices
-            past_len = past[0].shape[2]
-            key_idx = torch.cumsum(torch.ones_like(key_mask[0]), 0) - 1                 # [T]
-            query_idx = torch.cumsum(torch.ones_like(tokens[0], dtype=key_mask.dtype), 0) - 1 + past_len
-            future = (key_idx[None, :] > query_idx[:, None]).to(key_mask.dtype)        # [S, T]
-            mask = (1.0 - key_mask)[:, None, None, :] * MASK_NEG + future[None, None] * MASK_NEG
             presents = []
             for i, layer in enumerate(self.layers):
-                hidden, k, v = layer(hidden, mask, past[2 * i], past[2 * i + 1], cross[2 * i], cross[2 * i + 1])
+                hidden, k, v = layer(hidden, seqlens_k, total_sequence_length, past[2 * i], past[2 * i + 1],
+                                     cross[2 * i], cross[2 * i + 1])
                 presents += [k, v]
             # only the requested rows go through the final norm and the output head
             index = logit_index[:, :, None].expand(-1, -1, hidden.shape[2])
@@ -307,17 +299,18 @@ def _modules():
 
 # --- export -------------------------------------------------------------------------------------
 
-def _example_inputs(config: Any, batch: int = 2, seq: int = 3, past: int = 2):
+def _example_inputs(config: Any, batch: int = 2, seq: int = 3, capacity: int = 8):
     """Tracing inputs: two rows sharing one cross-attention group, so batch and groups differ."""
     torch = require("torch")
     layers, heads = config.decoder_layers, config.decoder_attention_heads
     head_dim, ctx = config.d_model // heads, config.max_source_positions
     return (
         torch.tensor([[1, 2, 3]] * batch, dtype=torch.int64)[:, :seq],
-        torch.arange(past, past + seq, dtype=torch.int64).repeat(batch, 1),
-        torch.ones(batch, past + seq, dtype=torch.float32),
+        torch.arange(seq, dtype=torch.int64).repeat(batch, 1),
+        torch.tensor([seq - 1] * batch, dtype=torch.int32),
+        torch.tensor(seq, dtype=torch.int32),
         torch.tensor([[seq - 1]] * batch, dtype=torch.int64),
-        *[torch.zeros(batch, heads, past, head_dim) for _ in range(2 * layers)],
+        *[torch.zeros(batch, heads, capacity, head_dim) for _ in range(2 * layers)],
         *[torch.zeros(1, heads, ctx, head_dim) for _ in range(2 * layers)],
     )
 
@@ -339,11 +332,10 @@ def export_graphs(model: Any, out_dir: str | Path) -> dict[str, str]:
         seq_axes = {0: "batch", 1: "seq"}
         layers = cfg.decoder_layers
         past, present, cross = (cache_names(p, layers) for p in ("past", "present", "cross"))
-        axes = {"tokens": seq_axes, "positions": seq_axes, "key_mask": {0: "batch", 1: "total"},
+        axes = {"tokens": seq_axes, "positions": seq_axes, "seqlens_k": {0: "batch"},
                 "logit_index": {0: "batch", 1: "k"}, "logits": {0: "batch", 1: "k"},
-                **{n: {0: "batch", 2: "past"} for n in past},
-                **{n: {0: "groups", 2: "audio_ctx"} for n in cross},
-                **{n: {0: "batch", 2: "total"} for n in present}}
+                **{n: {0: "batch", 2: "capacity"} for n in past + present},
+                **{n: {0: "groups", 2: "audio_ctx"} for n in cross}}
         torch_export(Decoder(model).eval(), _example_inputs(cfg), out_dir / "decoder.onnx",
                      input_names=DECODER_INPUTS + past + cross, output_names=DECODER_OUTPUTS + present,
                      dynamic_axes=axes, opset=OPSET)

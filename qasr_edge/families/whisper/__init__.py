@@ -131,7 +131,8 @@ class WhisperModel:
         max_new = room if options.max_new_tokens is None else min(options.max_new_tokens, room)
         search = SearchOptions(beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
                                length_penalty=options.length_penalty, max_new_tokens=max(max_new, 0),
-                               min_new_tokens=min(options.min_new_tokens, max(max_new, 0)), eos=(self.tokens.eot,), n_best=options.n_best)
+                               min_new_tokens=min(options.min_new_tokens, max(max_new, 0)),
+                               eos=(self.tokens.eot,), n_best=options.n_best)
         filters = [SuppressTokens(self._suppressed(options))]
         if options.suppress_blank:
             filters.append(SuppressAtStart(self.tokenizer.encode(" ") + [self.tokens.eot]))
@@ -142,7 +143,8 @@ class WhisperModel:
 
         def prefill(groups: list[int]) -> Prefilled:
             state, logits = self.graphs.prefill(
-                np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups], [prompts[g][1] for g in groups])
+                np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups], [prompts[g][1] for g in groups],
+                search.max_new_tokens)
             no_speech = np.exp(log_softmax(logits[:, 0]))[:, self.tokens.no_speech]
             return Prefilled(state, logits[:, 1], filters, no_speech)
 

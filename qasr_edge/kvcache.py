@@ -1,0 +1,153 @@
+"""The decoder's key-value cache, preallocated and updated in place, and the decoder state over it.
+
+Both families' decoder graphs take the cache as one buffer per layer and kind,
+[rows, kv_heads, capacity, head_dim] (`past_k0, past_v0, past_k1, ...`), and return it as
+`present_*` (docs/model-package.md). `KVCache` binds each buffer as both input and output through
+ONNX Runtime's IO binding, so a step writes one position per row and copies nothing; row r holds
+`lengths[r]` tokens, and prompts of different lengths are right-padded.
+
+`CachedDecoderState` is the `DecoderState` the search layer drives (qasr_edge.search); a family
+supplies only how tokens become graph inputs (token ids and positions for Whisper, embeddings for
+Qwen3-ASR) and what else follows a change of groups (Whisper's cross-attention keys).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+Feeds = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]   # (tokens [rows, s], positions) -> inputs
+
+
+def cache_names(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}_{kv}{i}" for i in range(layers) for kv in "kv"]
+
+
+class KVCache:
+    """Per-layer key and value buffers shared by a decoder graph's `past_*` inputs and `present_*` outputs.
+
+    Buffers are allocated zeroed (untouched pages cost no memory), so the capacity can cover the
+    whole generation up front.
+    """
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, rows: int, capacity: int,
+                 dtype: Any = np.float32):
+        self.layers, self.shape = layers, (kv_heads, head_dim)
+        self.past, self.present = cache_names("past", layers), cache_names("present", layers)
+        self.lengths = np.zeros(rows, dtype=np.int64)
+        self._set([np.zeros((rows, kv_heads, capacity, head_dim), dtype) for _ in self.past])
+
+    def _set(self, buffers: list[np.ndarray]) -> None:
+        import onnxruntime as ort
+
+        self.buffers = buffers
+        self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]   # shares the numpy memory
+        self.version = getattr(self, "version", 0) + 1                          # bindings must be renewed
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def capacity(self) -> int:
+        return self.buffers[0].shape[2]
+
+    def reserve(self, tokens: int) -> None:
+        """Make room for `tokens` more positions in every row (copies only when it must grow)."""
+        need = int(self.lengths.max(initial=0)) + tokens
+        if need <= self.capacity:
+            return
+        capacity = max(need, 2 * self.capacity)
+        held = int(self.lengths.max(initial=0))
+        grown = []
+        for b in self.buffers:
+            g = np.zeros((b.shape[0], b.shape[1], capacity, b.shape[3]), b.dtype)
+            g[:, :, :held] = b[:, :, :held]
+            grown.append(g)
+        self._set(grown)
+
+    def select(self, rows: np.ndarray) -> None:
+        """Keep (and duplicate) the given rows, in order; copies only the positions in use."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == self.rows and np.array_equal(rows, np.arange(self.rows)):
+            return
+        held = int(self.lengths[rows].max(initial=0))
+        kept = []
+        for b in self.buffers:
+            k = np.zeros((len(rows), b.shape[1], b.shape[2], b.shape[3]), b.dtype)
+            k[:, :, :held] = b[rows, :, :held]
+            kept.append(k)
+        self.lengths = self.lengths[rows]
+        self._set(kept)
+
+    def bind(self, binding: Any) -> None:
+        for past, present, value in zip(self.past, self.present, self.values):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes in use (positions held by the longest row), not the reserved capacity."""
+        held = int(self.lengths.max(initial=0))
+        return sum(b[:, :, :held].nbytes for b in self.buffers)
+
+
+class CachedDecoderState:
+    """A decoder session plus its in-place cache, stepped by the search layer.
+
+    `feeds(tokens, positions)` returns the family's inputs for new tokens [rows, s] at positions
+    [rows, s]; `bound` are further inputs that change only with the groups (OrtValues by name);
+    `on_select(groups)` returns the new `bound` after the search keeps some groups.
+    """
+
+    def __init__(self, session: Any, cache: KVCache, feeds: Feeds, bound: dict[str, Any] | None = None,
+                 on_select: Callable[[np.ndarray], dict[str, Any]] | None = None):
+        self.session, self.cache, self.feeds = session, cache, feeds
+        self.bound = bound or {}
+        self.on_select = on_select
+        self._binding = session.io_binding()
+        self._binding.bind_output("logits")   # bound first: get_outputs()[0] below
+        self._bound_version = -1
+        self._bound_extra: dict[str, Any] = {}
+
+    def run(self, tokens: np.ndarray, logit_index: np.ndarray, lengths: np.ndarray | None = None,
+            feeds: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Append tokens [rows, s] to every row (the first call may give each row's real `lengths`
+        of a right-padded prompt); return logits [rows, k, vocab] at `logit_index` [rows, k].
+        `feeds` replaces the family's inputs for these tokens (a prompt with audio embeddings)."""
+        cache = self.cache
+        rows, s = tokens.shape
+        first = not cache.lengths.any()
+        new = np.full(rows, s, np.int64) if lengths is None else np.asarray(lengths, np.int64)
+        cache.reserve(s)
+        positions = cache.lengths[:, None] + np.arange(s)[None, :]
+        total = cache.lengths + new
+        given = feeds if feeds is not None else self.feeds(tokens, positions)
+        inputs = {name: np.ascontiguousarray(value) for name, value in given.items()}
+        inputs["seqlens_k"] = (total - 1).astype(np.int32)
+        inputs["total_sequence_length"] = np.array(s if first else total.max(), dtype=np.int32)
+        inputs["logit_index"] = np.ascontiguousarray(logit_index, dtype=np.int64)
+        b = self._binding
+        for name, value in inputs.items():   # `inputs` keeps the arrays alive until the run is over
+            b.bind_cpu_input(name, value)
+        if self._bound_version != cache.version or self._bound_extra is not self.bound:
+            cache.bind(b)
+            for name, value in self.bound.items():
+                b.bind_ortvalue_input(name, value)
+            self._bound_version, self._bound_extra = cache.version, self.bound
+        b.bind_output("logits")              # a fresh output: the shape changes with the rows
+        self.session.run_with_iobinding(b)
+        cache.lengths = total
+        return b.get_outputs()[0].numpy()
+
+    # -- qasr_edge.search.DecoderState ------------------------------------------------------
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        rows = tokens.shape[0]
+        return self.run(np.asarray(tokens, np.int64).reshape(rows, 1), np.zeros((rows, 1), np.int64))[:, 0]
+
+    def select(self, rows: np.ndarray, groups: np.ndarray) -> None:
+        self.cache.select(rows)
+        if self.on_select is not None:
+            self.bound = self.on_select(np.asarray(groups, dtype=np.int64))
