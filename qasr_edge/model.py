@@ -26,6 +26,7 @@ class Model:
         self.package = read_package(package_dir)
         self.profile = profile
         self.family = load_family(self.package, profile)
+        self.last_stats: dict[str, dict[str, float]] = {}   # padding of the last call's batches
 
     @property
     def name(self) -> str:
@@ -55,6 +56,7 @@ class Model:
                 if isinstance(inputs[i], (str, os.PathLike)):
                     t.audio = str(inputs[i])
                 results[i] = t
+            self.last_stats = {k: v.to_dict() for k, v in getattr(self.family, "stats", {}).items()}
         return results  # type: ignore[return-value]
 
 

@@ -394,3 +394,28 @@ def test_runtime_never_imports_torch(package, tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr
+
+
+def test_batches_by_length_give_each_input_its_own_result(model):
+    """Inputs regrouped by length (and split by a tiny memory budget) decode as they do alone."""
+    from dataclasses import replace
+
+    names = ["tiny", "long", "short", "mid"]
+    wavs = [CLIPS[n] for n in names]
+    alone = [model.transcribe(w, max_new_tokens=MAX_NEW)[0].segments[0].tokens for w in wavs]
+    together = model.transcribe(wavs, max_new_tokens=MAX_NEW, batch_size=2)
+    assert [r.segments[0].tokens for r in together] == alone
+    stats = model.last_stats
+    assert stats["audio"]["batches"] == 2 and stats["audio"]["items"] == 4
+    # long+mid, then short+tiny: less padding than the input order (tiny+long, short+mid) gives
+    n = {k: len(CLIPS[k]) for k in names}
+    assert stats["audio"]["padded"] == (n["long"] - n["mid"]) + (n["short"] - n["tiny"])
+    assert stats["audio"]["padded"] < (n["long"] - n["tiny"]) + (n["mid"] - n["short"])
+    profile = model.profile
+    try:
+        model.family.profile = replace(profile, memory_budget_mb=0)
+        squeezed = model.transcribe(wavs, max_new_tokens=MAX_NEW)
+    finally:
+        model.family.profile = profile
+    assert model.last_stats["audio"]["batches"] == 4
+    assert [r.segments[0].tokens for r in squeezed] == alone

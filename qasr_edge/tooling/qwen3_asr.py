@@ -206,7 +206,7 @@ def dims(audio: dict, text: dict, tied: bool) -> dict[str, Any]:
         "encoder_attention": "clip",
         "hidden_size": text["hidden_size"], "n_layers": text["num_hidden_layers"],
         "n_heads": text["num_attention_heads"], "n_kv_heads": text["num_key_value_heads"],
-        "head_dim": text["head_dim"], "n_vocab": text["vocab_size"],
+        "head_dim": text["head_dim"], "n_vocab": text["vocab_size"], "intermediate_size": text["intermediate_size"],
         "max_positions": max_positions(text), "tied_embeddings": tied,
     }
 

@@ -1,9 +1,10 @@
 """The Qwen3-ASR family adapter: the official toolkit's prompt, batching and output parsing on the
 shared search layer.
 
-Per batch of inputs (long ones first cut into pieces of at most 20 minutes at quiet points):
-features of the batch -> encoder windows -> audio embeddings per piece -> one left-padded prompt
-per piece, its audio placeholders replaced by the embeddings -> greedy (or beam) search ->
+Inputs (long ones first cut into pieces of at most 20 minutes at quiet points) are grouped by
+length into batches bounded by the profile's count and memory budget. Per batch: features ->
+encoder windows -> audio embeddings per piece (no padding to 30 s) -> one right-padded prompt per
+piece, its audio placeholders replaced by the embeddings -> greedy (or beam) search ->
 language and text parsed from each piece's output, merged per input.
 """
 
@@ -13,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...batching import PaddingStats, plan_batches
 from ...options import TranscribeOptions
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -24,6 +26,8 @@ from .graphs import Qwen3ASRGraphs
 from .prompt import PromptTemplate, language_name, merge_languages, parse_output
 
 SAMPLE_RATE = 16000
+HOP_LENGTH = 160               # samples per mel frame
+PROMPT_OVERHEAD = 64           # prompt tokens besides the audio placeholders (template, context)
 DEFAULT_MAX_NEW_TOKENS = 512   # the official toolkit's default
 REFERENCE_BATCH = 32           # the toolkit's max_inference_batch_size: its feature extractor pads
                                # each batch of pieces to the longest, which touches the last frames
@@ -62,15 +66,23 @@ class Qwen3ASRModel:
         padded = [max(len(p) for _, p, _ in pieces[s:s + REFERENCE_BATCH])
                   for s in range(0, len(pieces), REFERENCE_BATCH) for _ in pieces[s:s + REFERENCE_BATCH]]
         decoded: list[tuple[int, Segment, str | None]] = []
-        batch = options.batch_size or self.profile.max_batch
-        for start in range(0, len(pieces), batch):
-            group = pieces[start:start + batch]
+        max_new = DEFAULT_MAX_NEW_TOKENS if options.max_new_tokens is None else options.max_new_tokens
+        self.stats = {"prompt": PaddingStats(), "audio": PaddingStats()}
+        batches = plan_batches([len(p) for _, p, _ in pieces], options.batch_size or self.profile.max_batch,
+                               self.profile.memory_budget_mb << 20,
+                               lambda count, longest: count * self._bytes_per_piece(longest, max_new))
+        done = 0
+        for indices in batches:
+            group = [pieces[i] for i in indices]
+            self.stats["audio"].add([len(p) for _, p, _ in group])
             for (clip, piece, offset), (segment, lang) in zip(group, self._decode(
-                    [p for _, p, _ in group], padded[start:start + batch], language, options)):
+                    [p for _, p, _ in group], [padded[i] for i in indices], language, options)):
                 segment.start, segment.end = round(offset, 3), round(offset + len(piece) / SAMPLE_RATE, 3)
                 decoded.append((clip, segment, lang))
+            done += len(indices)
             if progress:
-                progress(min(start + batch, len(pieces)) / len(pieces))
+                progress(done / len(pieces))
+        decoded.sort(key=lambda d: (d[0], d[1].start))
         results = []
         for i, audio in enumerate(audios):
             mine = [(seg, lang) for clip, seg, lang in decoded if clip == i]
@@ -81,13 +93,24 @@ class Qwen3ASRModel:
                 language_probability=1.0, duration=len(audio) / SAMPLE_RATE, segments=[seg for seg, _ in mine]))
         return results
 
+    def _bytes_per_piece(self, samples: int, max_new: int) -> int:
+        """Memory one piece of `samples` adds to a batch: its key-value cache (prompt and the text
+        it is likely to produce, no more than one token per audio token) and prefill activations."""
+        d = self.package.dims
+        audio_tokens = self.graphs.chunking.output_length(samples // HOP_LENGTH)
+        tokens = audio_tokens + PROMPT_OVERHEAD + min(max_new, audio_tokens)
+        kv = 2 * d["n_layers"] * d["n_kv_heads"] * d["head_dim"] * 4
+        activations = (6 * d["hidden_size"] + 3 * d.get("intermediate_size", 3 * d["hidden_size"])) * 4
+        return tokens * kv + (audio_tokens + PROMPT_OVERHEAD) * activations
+
     def _decode(self, pieces: list[np.ndarray], pad_to: list[int], language: str | None,
                 options: TranscribeOptions) -> list[tuple[Segment, str | None]]:
         g = self.graphs
         features = batch_features(pieces, g.n_mels, pad_to)
         windows = [w for i, f in enumerate(features) for w in g.chunking.windows(i, f)]
-        audio = g.encode(windows, len(pieces))
+        audio = g.encode(windows, len(pieces), self.profile.memory_budget_mb << 20)
         prompts = [self.prompt_ids(len(a), options.context, language) for a in audio]
+        self.stats["prompt"].add([len(p) for p in prompts])
         room = self.max_positions - max(len(p) for p in prompts)
         max_new = DEFAULT_MAX_NEW_TOKENS if options.max_new_tokens is None else options.max_new_tokens
         search_options = SearchOptions(

@@ -11,10 +11,11 @@ import numpy as np
 
 from ...package import ModelPackage
 from ...profiles import Profile
+from ...batching import fit_count
 from ...kvcache import CachedDecoderState, KVCache
 from .audio import Chunking, Window
 
-MAX_ENCODER_ROWS = 16   # windows encoded per session call
+MAX_ENCODER_ROWS = 16   # windows encoded per session call, at most
 
 
 class Qwen3ASRGraphs:
@@ -25,21 +26,29 @@ class Qwen3ASRGraphs:
         dims = package.dims
         self.n_layers, self.n_kv_heads, self.head_dim = dims["n_layers"], dims["n_kv_heads"], dims["head_dim"]
         self.n_mels = dims["n_mels"]
+        self.audio_heads, self.audio_d_model = dims["audio_heads"], dims["audio_d_model"]
         self.chunking = Chunking(dims["chunk_frames"], dims["tokens_per_chunk"], dims["window_chunks"],
                                  dims.get("encoder_attention", "clip") == "clip")
 
     # -- encoder -------------------------------------------------------------------------------
 
-    def encode(self, windows: list[Window], n_clips: int) -> list[np.ndarray]:
-        """Audio embeddings [tokens, hidden] per clip, from all the clips' windows."""
+    def encoder_row_bytes(self, tokens: int) -> int:
+        """Activations of one encoder row of `tokens` positions: attention scores and hidden states."""
+        return 4 * (2 * self.audio_heads * tokens * tokens + 16 * tokens * self.audio_d_model)
+
+    def encode(self, windows: list[Window], n_clips: int, budget_bytes: int = 1 << 30) -> list[np.ndarray]:
+        """Audio embeddings [tokens, hidden] per clip, from all the clips' windows, encoded in
+        calls of as many rows as the memory budget allows."""
         parts: list[list[np.ndarray]] = [[] for _ in range(n_clips)]
         by_shape: dict[int, list[int]] = {}
         for i, w in enumerate(windows):
             by_shape.setdefault(w.mel.shape[2], []).append(i)
         outputs: dict[int, np.ndarray] = {}
         for indices in by_shape.values():
-            for start in range(0, len(indices), MAX_ENCODER_ROWS):
-                group = indices[start:start + MAX_ENCODER_ROWS]
+            rows = fit_count(self.encoder_row_bytes(max(windows[i].tokens for i in indices)), budget_bytes,
+                             MAX_ENCODER_ROWS)
+            for start in range(0, len(indices), rows):
+                group = indices[start:start + rows]
                 chunks = max(windows[i].mel.shape[0] for i in group)
                 mel = np.zeros((len(group), chunks, *windows[group[0]].mel.shape[1:]), dtype=np.float32)
                 for row, i in enumerate(group):

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...batching import PaddingStats, fit_count
 from ...features import log_mel_spectrogram
 from ...options import TranscribeOptions
 from ...package import ModelPackage
@@ -68,14 +69,26 @@ class WhisperModel:
             raise ValueError(f"unknown language '{options.language}' (known: {', '.join(self.tokens.languages)})")
         language = options.language if self.tokens.multilingual else "en"
         jobs = [self._start(audio, language, options) for audio in audios]
-        batch = options.batch_size or self.profile.max_batch
+        batch = fit_count(self._bytes_per_window(options), self.profile.memory_budget_mb << 20,
+                          options.batch_size or self.profile.max_batch)
+        self.stats = {"audio": PaddingStats(), "prompt": PaddingStats()}
         total = sum(j.content_frames for j in jobs) or 1
-        while active := [j for j in jobs if not j.done]:
+        # longest inputs first: their windows keep the batches full while the short ones finish
+        order = sorted(jobs, key=lambda j: j.content_frames, reverse=True)
+        while active := [j for j in order if not j.done]:
             for start in range(0, len(active), batch):
                 self._decode_windows(active[start:start + batch], options)
             if progress:
                 progress(sum(min(j.seek, j.content_frames) for j in jobs) / total)
         return [self._transcript(job, audio) for job, audio in zip(jobs, audios)]
+
+    def _bytes_per_window(self, options: TranscribeOptions) -> int:
+        """Memory one window adds to a decoding batch: its cross-attention keys and values, and a
+        self-attention cache per beam (or sample) filled to the text context."""
+        g = self.graphs
+        per_token = 2 * g.n_layers * g.n_heads * g.head_dim * 4
+        width = max(options.beam_size, options.best_of)
+        return per_token * (g.n_audio_ctx + width * g.n_text_ctx)
 
     def detect_language(self, cross_kv: np.ndarray) -> list[list[tuple[str, float]]]:
         """Language probabilities (best first) for each window of an encoded batch."""
@@ -119,7 +132,8 @@ class WhisperModel:
 
     def _decode_windows(self, jobs: list[_Job], options: TranscribeOptions) -> None:
         windows = [self._window(j) for j in jobs]
-        cross_kv = self.graphs.encode(np.stack([w for w, _ in windows]))
+        self.stats["audio"].add([size for _, size in windows], N_FRAMES)
+        cross_kv = self.graphs.encode(np.stack([w for w, _ in windows]), self.profile.memory_budget_mb << 20)
         unknown = [i for i, j in enumerate(jobs) if j.language is None]
         if unknown:
             for i, probs in zip(unknown, self.detect_language(np.take(cross_kv, unknown, axis=2))):
@@ -127,6 +141,7 @@ class WhisperModel:
                 jobs[i].all_language_probs = probs
 
         prompts = [self._prompt(j, options) for j in jobs]
+        self.stats["prompt"].add([len(p) for p, _ in prompts])
         room = self.graphs.n_text_ctx - max(len(p) for p, _ in prompts)
         max_new = room if options.max_new_tokens is None else min(options.max_new_tokens, room)
         search = SearchOptions(beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...batching import fit_count
 from ...kvcache import CachedDecoderState, KVCache, cache_names
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -24,11 +25,22 @@ class WhisperGraphs:
         self.head_dim = dims["n_text_state"] // dims["n_text_head"]
         self.n_mels = dims["n_mels"]
         self.n_text_ctx = dims["n_text_ctx"]
+        self.n_audio_ctx, self.n_audio_state = dims["n_audio_ctx"], dims["n_audio_state"]
+        self.n_audio_heads = dims["n_audio_head"]
         self._cross = cache_names("cross", self.n_layers)
 
-    def encode(self, mel: np.ndarray) -> np.ndarray:
-        """mel [batch, n_mels, 3000] -> cross_kv [layers, 2, batch, heads, 1500, head_dim]."""
-        return self.encoder.run(["cross_kv"], {"mel": np.ascontiguousarray(mel, dtype=np.float32)})[0]
+    def encode(self, mel: np.ndarray, budget_bytes: int = 1 << 30) -> np.ndarray:
+        """mel [batch, n_mels, 3000] -> cross_kv [layers, 2, batch, heads, 1500, head_dim], in calls
+        of as many windows as the memory budget allows (attention scores dominate: 72 MB a layer
+        per window for whisper-base)."""
+        mel = np.ascontiguousarray(mel, dtype=np.float32)
+        ctx = self.n_audio_ctx
+        per_window = 4 * (2 * self.n_audio_heads * ctx * ctx + 16 * ctx * self.n_audio_state)
+        step = fit_count(per_window, budget_bytes, len(mel))
+        if step >= len(mel):
+            return self.encoder.run(["cross_kv"], {"mel": mel})[0]
+        parts = [self.encoder.run(["cross_kv"], {"mel": mel[i:i + step]})[0] for i in range(0, len(mel), step)]
+        return np.concatenate(parts, axis=2)
 
     def cross_values(self, cross_kv: np.ndarray) -> dict[str, object]:
         """The decoder's cross_{k,v}{i} inputs as ONNX Runtime values over cross_kv's memory."""
