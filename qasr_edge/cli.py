@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-vad-gate", action="store_true",
                    help="keep windows that Whisper thinks silent even when the voice-activity detector hears no speech")
     t.add_argument("--batch-size", type=int, default=None, help="windows decoded together")
+    t.add_argument("--chunking", choices=("seek", "vad"), default="seek",
+                   help="Whisper long audio: seek = sequential 30 s windows conditioned on the previous text; "
+                        "vad = cut at silences into <= 30 s chunks decoded in parallel (faster)")
     t.add_argument("--format", "-f", choices=FORMATS, default="txt")
     t.add_argument("--output-dir", "-o", default=None, help="write <name>.<format> files here instead of stdout")
 
@@ -73,7 +76,7 @@ def cmd_transcribe(args) -> int:
     show_progress = len(args.audio) > 1 and sys.stderr.isatty()
     options = dict(language=args.language, task=args.task, beam_size=args.beam_size, best_of=args.best_of,
                    max_new_tokens=args.max_new_tokens, initial_prompt=args.initial_prompt, context=args.context,
-                   without_timestamps=args.without_timestamps, batch_size=args.batch_size,
+                   without_timestamps=args.without_timestamps, batch_size=args.batch_size, chunking=args.chunking,
                    condition_on_previous_text=not args.no_condition_on_previous_text)
     if args.beam_size is None:
         del options["beam_size"]

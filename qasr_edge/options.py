@@ -8,6 +8,7 @@ from typing import Any
 from .search import FallbackPolicy
 
 TASKS = ("transcribe", "translate")
+CHUNKING = ("seek", "vad")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class TranscribeOptions:
     n_best: int = 1
     seed: int = 0                          # sampling at temperature > 0 is reproducible
     batch_size: int | None = None          # windows decoded together; None: the profile's max_batch
+                                           # (fewer when the profile's memory budget says so)
+    chunking: str = "seek"                 # Whisper long audio: "seek" = 30 s windows in sequence, each
+                                           # conditioned on the text before (the reference algorithm);
+                                           # "vad" = cut at silences into <= 30 s chunks decoded in
+                                           # parallel batches (faster; no conditioning across chunks)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -53,6 +59,8 @@ class TranscribeOptions:
             raise ValueError("min_new_tokens must be between 0 and max_new_tokens")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.chunking not in CHUNKING:
+            raise ValueError(f"chunking must be one of {CHUNKING}, got {self.chunking!r}")
         object.__setattr__(self, "temperatures", tuple(float(t) for t in (
             self.temperatures if isinstance(self.temperatures, (list, tuple)) else (self.temperatures,))))
         FallbackPolicy(self.temperatures)  # validates

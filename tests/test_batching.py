@@ -35,3 +35,22 @@ def test_padding_fraction_counts_what_sorting_saves():
 
 def test_fit_count():
     assert fit_count(100, 1000, 8) == 8 and fit_count(300, 1000, 8) == 3 and fit_count(5000, 1000, 8) == 1
+
+
+def test_speech_regions_and_chunks():
+    import numpy as np
+
+    from qasr_edge.vad import chunk_regions, speech_regions
+
+    probs = np.zeros(200)
+    probs[10:30] = 0.9      # speech
+    probs[33:40] = 0.9      # after a 3-frame pause: the same region (hysteresis + min silence)
+    probs[60:62] = 0.9      # 2 frames: too short to be speech
+    probs[100:190] = 0.8
+    regions = speech_regions(probs, 512, min_speech=8, min_silence=16, pad=0)
+    assert regions == [(10 * 512, 40 * 512), (100 * 512, 190 * 512)]
+    # regions merge while a chunk stays within the limit; a longer region is cut evenly
+    assert chunk_regions(regions, 200 * 512) == [(10 * 512, 190 * 512)]
+    chunks = chunk_regions(regions, 50 * 512)
+    assert chunks[0] == (10 * 512, 40 * 512) and len(chunks) == 3
+    assert all(e - s <= 50 * 512 for s, e in chunks) and chunks[-1][1] == 190 * 512

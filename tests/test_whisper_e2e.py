@@ -67,6 +67,24 @@ def test_long_audio_is_windowed_with_monotonic_timestamps(beam5):
     assert all(s.tokens and all(isinstance(i, int) for i in s.tokens) for s in t.segments)
 
 
+def test_speech_chunks_decoded_in_parallel(model, beam5):
+    """chunking="vad": the long clip plus a silent pause, cut at silences into <= 30 s chunks that
+    share batches; accurate, monotonic, and in the input's time frame."""
+    from qasr_edge.audio import load_audio
+
+    speech = load_audio(FIXTURES / CLIPS["long"]["file"])
+    audio = np.concatenate([np.zeros(16000 * 3, np.float32), speech])
+    t = model.transcribe(audio, beam_size=5, chunking="vad")[0]
+    reference = " ".join(CLIPS["long"]["sentences"])
+    assert wer(reference, t.text) <= 0.08, t.text
+    assert wer(beam5[CLIPS["long"]["file"]].text, t.text) <= 0.08
+    assert t.language == "en" and model.last_stats["audio"]["items"] >= 2
+    assert t.segments[0].start >= 2.5 and t.segments[-1].end <= t.duration + 0.5
+    assert all(a.start <= b.start and a.end <= b.start + 1e-6 for a, b in zip(t.segments, t.segments[1:]))
+    assert [s.id for s in t.segments] == list(range(len(t.segments)))
+    assert model.transcribe(np.zeros(16000 * 5, np.float32), chunking="vad")[0].text == ""
+
+
 def test_silence_and_noise_give_empty_text(model):
     rng = np.random.default_rng(0)
     silence = np.zeros(16000 * 5, dtype=np.float32)

@@ -1,10 +1,12 @@
 """The Whisper family adapter: prompts, language detection, and long audio by 30 s windows that
 seek by the last timestamp and condition on the previous text. Windows of different inputs are
-encoded and decoded together in one batch."""
+encoded and decoded together in one batch. With `chunking="vad"`, long audio is instead cut at
+silences into chunks of at most 30 s that are decoded in parallel, like faster-whisper's
+BatchedInferencePipeline."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -17,12 +19,13 @@ from ...profiles import Profile
 from ...results import Segment, Transcript
 from ...search import Decoded, Prefilled, SearchOptions, decode_with_fallback, log_softmax
 from ...tokenizer import Tokenizer
-from ...vad import SpeechDetector
+from ...vad import SpeechDetector, chunk_regions, speech_regions
 from .graphs import WhisperGraphs
 from .rules import SuppressAtStart, SuppressTokens, TimestampRules
 from .tokens import FRAMES_PER_SECOND, INPUT_STRIDE, N_FRAMES, TIME_PRECISION, WhisperTokens, non_speech_tokens
 
 SAMPLE_RATE = 16000
+HOP = 160                   # samples per mel frame
 MIN_SPEECH_SECONDS = 0.25   # less than this, heard by the voice-activity detector, is no speech
 
 
@@ -68,6 +71,8 @@ class WhisperModel:
         if options.language is not None and self.tokens.multilingual and options.language not in self.tokens.languages:
             raise ValueError(f"unknown language '{options.language}' (known: {', '.join(self.tokens.languages)})")
         language = options.language if self.tokens.multilingual else "en"
+        if options.chunking == "vad":
+            return self._transcribe_speech_chunks(audios, options, progress)
         jobs = [self._start(audio, language, options) for audio in audios]
         batch = fit_count(self._bytes_per_window(options), self.profile.memory_budget_mb << 20,
                           options.batch_size or self.profile.max_batch)
@@ -81,6 +86,35 @@ class WhisperModel:
             if progress:
                 progress(sum(min(j.seek, j.content_frames) for j in jobs) / total)
         return [self._transcript(job, audio) for job, audio in zip(jobs, audios)]
+
+    def _transcribe_speech_chunks(self, audios: list[np.ndarray], options: TranscribeOptions,
+                                  progress: Callable[[float], None] | None) -> list[Transcript]:
+        """Long audio cut at the detector's silences into chunks of at most 30 s, all decoded as
+        independent windows in shared batches (no conditioning across chunks)."""
+        if self.vad is None:
+            raise ValueError("chunking='vad' needs a package with a voice-activity detector (vad.onnx)")
+        pieces: list[tuple[int, float, np.ndarray]] = []        # (input, offset s, audio)
+        for i, audio in enumerate(audios):
+            regions = speech_regions(self.vad.probabilities(audio), self.vad.frame)
+            pieces += [(i, s / SAMPLE_RATE, audio[s:e]) for s, e in chunk_regions(regions, N_FRAMES * HOP)]
+        inner = replace(options, chunking="seek", condition_on_previous_text=False)
+        decoded = self.transcribe([p for _, _, p in pieces], inner, progress) if pieces else []
+        results = []
+        for i, audio in enumerate(audios):
+            segments: list[Segment] = []
+            heard: dict[str | None, float] = {}
+            for (j, offset, piece), t in zip(pieces, decoded):
+                if j != i:
+                    continue
+                heard[t.language] = heard.get(t.language, 0.0) + len(piece) / SAMPLE_RATE
+                for seg in t.segments:
+                    segments.append(replace(seg, id=len(segments), start=round(seg.start + offset, 3),
+                                            end=round(seg.end + offset, 3)))
+            language = max(heard, key=heard.get) if heard else options.language
+            results.append(Transcript(text="".join(s.text for s in segments).strip(), language=language,
+                                      language_probability=heard.get(language, 0.0) / max(sum(heard.values()), 1e-9),
+                                      duration=len(audio) / SAMPLE_RATE, segments=segments))
+        return results
 
     def _bytes_per_window(self, options: TranscribeOptions) -> int:
         """Memory one window adds to a decoding batch: its cross-attention keys and values, and a
