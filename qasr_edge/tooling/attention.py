@@ -74,6 +74,41 @@ def cached_attention_function() -> Any:
     return CachedAttention
 
 
+def full_attention_function() -> Any:
+    """Bidirectional multi-head attention (encoders) as one ONNX Runtime `MultiHeadAttention` node.
+
+    q, k, v [rows, seq, heads * head_dim] -> [rows, seq, heads * head_dim]; `key_lengths` [rows]
+    (int32, optional) limits each row's keys to its first n. The node's CPU kernel tiles the
+    computation (flash attention) instead of holding every [seq, seq] score matrix: for a 30 s
+    Whisper window that is 72 MB less per layer and per window, and about 2x faster."""
+    torch = require("torch")
+
+    class FullAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, key_lengths, heads: int, scale: float):
+            rows, seq, width = q.shape
+            split = lambda t: t.reshape(rows, seq, heads, width // heads).transpose(1, 2)
+            scores = torch.matmul(split(q), split(k).transpose(-1, -2)) * scale
+            if key_lengths is not None:
+                padded = torch.arange(seq)[None, :] >= key_lengths[:, None].long()
+                scores = scores.masked_fill(padded[:, None, None, :], float("-inf"))
+            out = torch.matmul(torch.softmax(scores, dim=-1), split(v))
+            return out.transpose(1, 2).reshape(rows, seq, width)
+
+        @staticmethod
+        def symbolic(g, q, k, v, key_lengths, heads, scale):
+            masked = key_lengths is not None and not (hasattr(key_lengths, "node") and key_lengths.node().mustBeNone())
+            from torch.onnx import symbolic_helper
+
+            no_bias = symbolic_helper._optional_input_placeholder_tensor(g)
+            inputs = [q, k, v] + ([no_bias, key_lengths] if masked else [])
+            out = g.op("com.microsoft::MultiHeadAttention", *inputs, num_heads_i=heads, scale_f=scale)
+            out.setType(q.type())
+            return out
+
+    return FullAttention
+
+
 def cache_names(prefix: str, layers: int) -> list[str]:
     """[prefix_k0, prefix_v0, prefix_k1, ...]: a decoder's per-layer cache tensors."""
     return [f"{prefix}_{kv}{i}" for i in range(layers) for kv in "kv"]

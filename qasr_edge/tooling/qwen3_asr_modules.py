@@ -18,14 +18,14 @@ import math
 from typing import Any
 
 from . import require
-from .attention import cached_attention_function, rotary_tables
+from .attention import cached_attention_function, full_attention_function, rotary_tables
 
-MASK_NEG = -1e9  # additive mask: finite, so a fully padded row softmaxes to uniform, never NaN
 
 
 def _modules():
     torch = require("torch")
     CachedAttention = cached_attention_function()
+    FullAttention = full_attention_function()
     nn = torch.nn
     F = torch.nn.functional
 
@@ -57,10 +57,6 @@ def _modules():
         t = torch.arange(length).float()[:, None] * inv[None, :]
         return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
-    def positions_of(x):
-        """0..n-1 along axis 1 of x [rows, n, ...], traced without Python shape arithmetic."""
-        return torch.cumsum(torch.ones_like(x[0, :, 0]), 0) - 1
-
     class EncoderLayer(nn.Module):
         def __init__(self, weights, prefix, heads):
             super().__init__()
@@ -74,13 +70,10 @@ def _modules():
             self.fc1 = linear(weights, prefix + ".fc1")
             self.fc2 = linear(weights, prefix + ".fc2")
 
-        def forward(self, x, mask):
-            rows, n, d = x.shape
-            split = lambda t: t.reshape(rows, n, self.heads, d // self.heads).transpose(1, 2)
+        def forward(self, x, key_lengths):
             h = self.ln1(x)
-            q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
-            scores = torch.matmul(q, k.transpose(-1, -2)) * (d // self.heads) ** -0.5 + mask
-            attn = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(rows, n, d)
+            scale = float((self.q.weight.shape[0] // self.heads) ** -0.5)
+            attn = FullAttention.apply(self.q(h), self.k(h), self.v(h), key_lengths, self.heads, scale)
             x = x + self.out(attn)
             return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
@@ -107,11 +100,9 @@ def _modules():
             x = self.conv_out(x.permute(0, 3, 1, 2).reshape(n, t, c * f))
             x = x + self.pos[:t]
             x = x.reshape(rows, -1, x.shape[2])                                    # [rows, S, d]
-            key_index = positions_of(x)                                             # [S]
-            invalid = (key_index[None, :] >= token_lengths[:, None].to(x.dtype)).to(x.dtype)
-            mask = (invalid * MASK_NEG)[:, None, None, :]                           # [rows, 1, 1, S]
+            key_lengths = token_lengths.to(torch.int32)                             # keys past a row's end are padding
             for layer in self.layers:
-                x = layer(x, mask)
+                x = layer(x, key_lengths)
             return self.proj2(F.gelu(self.proj1(self.ln_post(x))))
 
     class RMSNorm(nn.Module):

@@ -22,7 +22,7 @@ from typing import Any
 
 
 from . import require
-from .attention import cache_names, cached_attention_function
+from .attention import cache_names, cached_attention_function, full_attention_function
 
 OPSET = 17
 
@@ -198,13 +198,49 @@ def _modules():
     torch = require("torch")
     nn = torch.nn
 
+    FullAttention = full_attention_function()
+
+    class EncoderLayer(nn.Module):
+        """One HF WhisperEncoderLayer (its own submodules, same names); the attention core is one
+        MultiHeadAttention node (attention.py)."""
+
+        def __init__(self, layer):
+            super().__init__()
+            for name in ("self_attn", "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm", "activation_fn"):
+                setattr(self, name, getattr(layer, name))
+
+        def forward(self, x):
+            attn = self.self_attn
+            h = self.self_attn_layer_norm(x)
+            out = FullAttention.apply(attn.q_proj(h), attn.k_proj(h), attn.v_proj(h), None, attn.num_heads,
+                                      float(attn.scaling))
+            x = x + attn.out_proj(out)
+            return x + self.fc2(self.activation_fn(self.fc1(self.final_layer_norm(x))))
+
+    class Encoder(nn.Module):
+        """HF WhisperEncoder's submodules in HF's order (node names keep HF's module paths)."""
+
+        def __init__(self, enc):
+            super().__init__()
+            self.conv1, self.conv2, self.embed_positions = enc.conv1, enc.conv2, enc.embed_positions
+            self.layers = nn.ModuleList(EncoderLayer(layer) for layer in enc.layers)
+            self.layer_norm = enc.layer_norm
+
+        def forward(self, mel):
+            gelu = torch.nn.functional.gelu
+            x = gelu(self.conv2(gelu(self.conv1(mel)))).permute(0, 2, 1)
+            x = x + self.embed_positions.weight                                # 1500 positions: 30 s
+            for layer in self.layers:
+                x = layer(x)
+            return self.layer_norm(x)
+
     class EncoderWithCrossKV(nn.Module):
-        """HF encoder, then every decoder layer's cross-attention k/v projections in one matmul."""
+        """The encoder, then every decoder layer's cross-attention k/v projections in one matmul."""
 
         def __init__(self, hf):
             super().__init__()
             cfg = hf.config
-            self.encoder = hf.model.encoder
+            self.encoder = Encoder(hf.model.encoder)
             self.layers, self.heads = cfg.decoder_layers, cfg.decoder_attention_heads
             self.head_dim = cfg.d_model // self.heads
             weights, biases = [], []
@@ -217,7 +253,7 @@ def _modules():
             self.kv_bias = nn.Parameter(torch.cat(biases, 0).detach())
 
         def forward(self, mel):
-            hidden = self.encoder(mel, return_dict=False)[0]                 # [B, T, D]
+            hidden = self.encoder(mel)                                       # [B, T, D]
             kv = torch.matmul(hidden, self.kv_weight) + self.kv_bias         # [B, T, L*2*D]
             kv = kv.reshape(hidden.shape[0], hidden.shape[1], self.layers, 2, self.heads, self.head_dim)
             return kv.permute(2, 3, 0, 4, 1, 5)                              # [L, 2, B, H, T, Dh]
