@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a checkpoint into a model package (needs qasr_edge[export])")
     e.add_argument("source", help="CTranslate2 or Hugging Face checkpoint folder, or a registry name")
     e.add_argument("--output", "-o", required=True)
-    e.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    e.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="weights to build (default: the --profile's precision, fp32 for the cpu profile)")
+    e.add_argument("--profile", "-p", default=None, help="device profile whose precision to build")
     e.add_argument("--name", default=None)
     e.add_argument("--overwrite", action="store_true")
 
@@ -106,13 +108,15 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .profiles import load_profile
     from .registry import REGISTRY, home
     from .tooling.export import export
 
     source = Path(args.source)
     if not source.exists() and args.source in REGISTRY:
         source = REGISTRY[args.source].fetch(home() / "sources" / args.source)
-    out = export(source, args.output, precision=args.precision, name=args.name or Path(args.source).name,
+    precision = args.precision or load_profile(args.profile).precision
+    out = export(source, args.output, precision=precision, name=args.name or Path(args.source).name,
                  overwrite=args.overwrite)
     print(out)
     return 0
