@@ -2,8 +2,8 @@
 
     python bench/token_margin.py PACKAGE CLIP --language en --prefix 50364 17499 264 --candidates 11 293
 
-For a clip shorter than 30 s (one window): encodes it, feeds the start-of-transcript sequence and
-the prefix (the tokens both machines agreed on), and prints the raw logits of the candidate
+For a clip shorter than 30 s (one window, decoded alone): encodes it, feeds the start-of-transcript
+sequence and then the prefix (the tokens both machines agreed on) step by step, and prints the raw logits of the candidate
 tokens and the top 3. Run it on both machines where their greedy tokens part
 (bench/arm64_compare.py shows where) to see the margin each side decided by.
 """
@@ -38,9 +38,13 @@ def main() -> None:
     size = min(N_FRAMES, features.shape[1] - 1)
     mel[:, :size] = features[:, :size]
     cross_kv = model.graphs.encode(mel[None])
-    prompt = model.tokens.sot_sequence(args.language, "transcribe") + args.prefix
-    _, logits = model.graphs.prefill(cross_kv, [prompt])
+    # as the runtime does: the prompt in one call, then one decoder step per token (with dynamic
+    # int8, the activation scale of a call covers all of its tokens, so feeding the prefix at once
+    # would give other logits)
+    state, logits = model.graphs.prefill(cross_kv, [model.tokens.sot_sequence(args.language, "transcribe")])
     row = logits[0, -1]
+    for tok in args.prefix:
+        row = state.step(np.array([tok]))[0]
     decode = model.tokenizer.decode
     for tok in args.candidates:
         print(f"token {tok:>6} {decode([tok])!r:<14} logit {row[tok]:9.4f}")
