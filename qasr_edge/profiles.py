@@ -6,6 +6,7 @@ Adding a device means adding a file; nothing here branches on device names.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -158,15 +159,29 @@ class Profile:
         )
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux names them (x86 "flags", ARM "Features"); empty elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+# Which /proc/cpuinfo line lists the feature flags, by `platform.machine()`.
+_FLAG_LINES = {"x86_64": "flags", "amd64": "flags", "i686": "flags", "i386": "flags",
+               "aarch64": "Features", "arm64": "Features", "armv7l": "Features", "armv8l": "Features"}
+
+
+def cpu_flags(cpuinfo: str | None = None, machine: str | None = None) -> set[str]:
+    """The CPU's feature flags as Linux names them (x86 "flags", ARM "Features"); empty when unknown.
+
+    Only the line that belongs to this process's architecture counts. Under user-mode emulation
+    (qemu-user) /proc/cpuinfo describes the host: an arm64 process would read x86 "flags" that say
+    nothing about the CPU it runs on, so the flags are unknown and no profile check is made.
+    """
+    key = _FLAG_LINES.get((machine or platform.machine()).lower())
+    if key is None:
         return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
             return set(value.split())
     return set()
 

@@ -3,7 +3,7 @@
 import onnxruntime as ort
 import pytest
 from qasr_edge.package import PRECISIONS
-from qasr_edge.profiles import Profile, ProfileError, list_profiles, load_profile
+from qasr_edge.profiles import Profile, ProfileError, cpu_flags, list_profiles, load_profile
 
 SHIPPED = ("cpu", "x86-64-avx2", "x86-64-avx512", "arm64", "jetson-gpu", "mobile")
 
@@ -37,6 +37,20 @@ def test_cpu_features_are_checked():
         prof.check_cpu({"avx2"})
     prof.check_cpu(set())  # flags unknown (not Linux): no claim either way
 
+
+
+X86_CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512_vnni\n"
+ARM_CPUINFO = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd aes crc32 asimddp\n"
+
+
+def test_cpu_flags_come_from_the_line_of_this_architecture():
+    assert cpu_flags(X86_CPUINFO, "x86_64") == {"fpu", "sse2", "avx2", "avx512_vnni"}
+    assert cpu_flags(ARM_CPUINFO, "aarch64") == {"fp", "asimd", "aes", "crc32", "asimddp"}
+    # qemu-user: an arm64 process reads the x86 host's cpuinfo; its flags say nothing, so no check
+    assert cpu_flags(X86_CPUINFO, "aarch64") == set()
+    load_profile("arm64").check_cpu(cpu_flags(X86_CPUINFO, "aarch64"))
+    with pytest.raises(ProfileError, match="lacks asimd"):
+        load_profile("arm64").check_cpu(cpu_flags(X86_CPUINFO + "Features\t: fp\n", "aarch64"))
 
 def test_provider_option_paths_expand_home(tmp_path):
     path = tmp_path / "p.toml"
