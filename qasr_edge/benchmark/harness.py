@@ -78,12 +78,13 @@ class TimedSession:
 
     def __init__(self, session):
         self._session = session
-        self.prefill_calls = self.step_calls = 0
+        self.prefill_calls = self.step_calls = self.step_rows = 0
         self.prefill_s = self.step_s = 0.0
 
-    def _record(self, seconds: float, step: bool) -> None:
+    def _record(self, seconds: float, step: bool, rows: int = 0) -> None:
         if step:
             self.step_calls += 1
+            self.step_rows += rows
             self.step_s += seconds
         else:
             self.prefill_calls += 1
@@ -93,7 +94,9 @@ class TimedSession:
         start = time.perf_counter()
         out = self._session.run(output_names, feeds, *args, **kwargs)
         past = [v for k, v in feeds.items() if k.startswith("past")]
-        self._record(time.perf_counter() - start, any(getattr(v, "size", 0) for v in past))
+        first = next(iter(feeds.values()), None)
+        rows = first.shape[0] if getattr(first, "ndim", 0) else 0   # the batch: groups x beams
+        self._record(time.perf_counter() - start, any(getattr(v, "size", 0) for v in past), rows)
         return out
 
     def run_with_iobinding(self, *args, **kwargs):
@@ -112,16 +115,19 @@ class TimedSession:
     def report(self) -> dict[str, Any]:
         return {"decoder_steps": self.step_calls, "decoder_prefills": self.prefill_calls,
                 "step_s": round(self.step_s, 4), "prefill_s": round(self.prefill_s, 4),
-                "ms_per_step": round(1000 * self.step_s / self.step_calls, 3) if self.step_calls else None}
+                "ms_per_step": round(1000 * self.step_s / self.step_calls, 3) if self.step_calls else None,
+                "rows_per_step": round(self.step_rows / self.step_calls, 2) if self.step_calls else None}
 
 
-def meter_decoder(model) -> TimedSession | None:
-    """Wrap a loaded qasr_edge Model's decoder session (None if the family has no `graphs.decoder`)."""
+def meter(model, session: str = "decoder") -> TimedSession | None:
+    """Wrap a loaded qasr_edge Model's `family.graphs.<session>` in a TimedSession, from outside the
+    family (None, and no per-step numbers, if the family keeps its sessions elsewhere)."""
     graphs = getattr(model.family, "graphs", None)
-    if graphs is None or not hasattr(graphs, "decoder"):
+    if graphs is None or not hasattr(graphs, session):
         return None
-    graphs.decoder = TimedSession(graphs.decoder)
-    return graphs.decoder
+    timed = TimedSession(getattr(graphs, session))
+    setattr(graphs, session, timed)
+    return timed
 
 
 def side_main(argv: list[str]) -> None:

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .harness import Side, Stopwatch, TimedSession, meter_decoder, process_age_s, run_process
+from .harness import Side, Stopwatch, meter, process_age_s, run_process
 
 # The published dimensions (Qwen/Qwen3-ASR-0.6B and -1.7B config.json); "tiny" is the tests' shape.
 _COMMON = {"downsample_hidden_size": 480, "num_hidden_layers": 28, "num_attention_heads": 16,
@@ -94,15 +94,15 @@ def ours(spec: dict[str, Any]) -> dict[str, Any]:
     model = qasr_edge.model.load_model(spec["package"], profile=spec.get("profile"), threads=spec["threads"])
     load_s = watch.lap("load")
     cold_start_s = process_age_s()
-    decoder = meter_decoder(model)
-    model.family.graphs.encoder = encoder = TimedSession(model.family.graphs.encoder)
+    decoder = meter(model)
+    encoder = meter(model, "encoder")
     n = spec["new_tokens"]
     results = model.transcribe(waves, beam_size=1, max_new_tokens=n, min_new_tokens=n, batch_size=spec["batch"])
     wall_s = watch.lap("transcribe")
     return {"side": "qasr_edge", "wall_s": round(wall_s, 3), "load_s": round(load_s, 3),
             "cold_start_s": cold_start_s, "audio_s": round(sum(len(w) for w in waves) / 16000, 3),
             "tokens": sum(len(s.tokens) for t in results for s in t.segments),
-            "encoder_s": round(encoder.prefill_s + encoder.step_s, 3),
+            "encoder_s": round(encoder.prefill_s + encoder.step_s, 3) if encoder else None,
             "precision": model.package.precision, "profile": model.profile.name, "threads": model.profile.threads,
             **(decoder.report() if decoder else {})}
 

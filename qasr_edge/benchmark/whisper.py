@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .harness import BenchError, Side, Stopwatch, meter_decoder, process_age_s
+from .harness import BenchError, Side, Stopwatch, meter, process_age_s
 
 COMPUTE_TYPES = {"fp32": "float32", "int8": "int8"}   # our precision -> faster-whisper's compute type
 
@@ -36,7 +36,7 @@ def ours(spec: dict[str, Any]) -> dict[str, Any]:
     model = qasr_edge.model.load_model(spec["package"], profile=spec.get("profile"), threads=spec["threads"])
     load_s = watch.lap("load")
     cold_start_s = process_age_s()
-    decoder = meter_decoder(model)
+    decoder = meter(model)
     options = {"beam_size": spec["beam_size"]}
     if spec.get("batch_size"):
         options["batch_size"] = spec["batch_size"]
