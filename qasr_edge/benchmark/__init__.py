@@ -8,7 +8,7 @@ high-water mark and its load time is a cold start (session creation included). S
 - `qwen3.py`: Qwen3-ASR at the published 0.6B / 1.7B shapes with random weights vs the official
   `qwen-asr` transformers backend on the same checkpoint.
 - `whisper.py`: whisper-base vs faster-whisper (sequential and batched).
-- `__main__.py`: the entry point of a side process (`python -m qasr_edge.benchmark '<json>'`).
+- `__main__.py`: run one side by hand (`python -m qasr_edge.benchmark '<json spec>'`).
 
 Peers and the offline tooling are imported only inside the side processes that need them.
 """

@@ -1,4 +1,4 @@
-"""A side process of `qasr-edge bench`: `python -m qasr_edge.benchmark '<json spec>'`."""
+"""A side process of `qasr-edge bench` by hand: `python -m qasr_edge.benchmark '<json spec>'`."""
 
 import sys
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -157,11 +158,16 @@ class Side:
 
 def run_process(spec: dict[str, Any], timeout: float | None = None) -> dict:
     """Run one side spec in a fresh interpreter; its last stdout line is its JSON result."""
-    cmd = [sys.executable, "-m", "qasr_edge.benchmark", json.dumps(spec)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    # the same qasr_edge as this process, whatever the working directory holds (a source checkout
+    # there would shadow the installed package, which has the compiled core)
+    root = str(Path(__file__).resolve().parents[2])
+    code = f"import sys; sys.path.insert(0, {root!r}); from qasr_edge.benchmark.harness import side_main; " \
+           "side_main(sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
+                          timeout=timeout)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        tail = "\n".join((done.stderr + done.stdout).strip().splitlines()[-15:])
         raise BenchError(f"side {spec['side']} failed (exit {done.returncode}):\n{tail}")
     return json.loads(lines[-1])
 

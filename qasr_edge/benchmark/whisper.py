@@ -36,7 +36,7 @@ def ours(spec: dict[str, Any]) -> dict[str, Any]:
     model = qasr_edge.model.load_model(spec["package"], profile=spec.get("profile"), threads=spec["threads"])
     load_s = watch.lap("load")
     cold_start_s = process_age_s()
-    decoder = meter(model)
+    decoder, encoder = meter(model), meter(model, "encoder")
     options = {"beam_size": spec["beam_size"]}
     if spec.get("batch_size"):
         options["batch_size"] = spec["batch_size"]
@@ -48,6 +48,7 @@ def ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {"side": "qasr_edge", "wall_s": round(wall_s, 3), "load_s": round(load_s, 3),
             "cold_start_s": cold_start_s, "audio_s": audio_seconds(spec["audio"]),
             "tokens": sum(len(s.tokens) for t in results for s in t.segments),
+            "encoder_s": round(encoder.prefill_s + encoder.step_s, 3) if encoder else None,
             "precision": model.package.precision, "profile": model.profile.name, "threads": model.profile.threads,
             "texts": [t.text for t in results], **(decoder.report() if decoder else {})}
 
