@@ -22,10 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import qwen3_tiny as tiny  # noqa: E402
 
-DIMS_0_6B = {"d_model": 896, "encoder_layers": 18, "encoder_attention_heads": 14, "encoder_ffn_dim": 3584,
-             "downsample_hidden_size": 480, "hidden_size": 1024, "intermediate_size": 3072,
-             "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
-             "vocab_size": 151936}
+from qasr_edge.benchmark.qwen3 import SIZES  # noqa: E402  the published dimensions
+
+DIMS_0_6B = SIZES["0.6b"]
 CLI = [sys.executable, "-m", "qasr_edge.cli"]  # run in the work folder: the installed package, not the checkout
 
 

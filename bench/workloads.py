@@ -48,3 +48,34 @@ def long_meeting(seconds: float = 270.0) -> Path:
 def short_clips() -> list[Path]:
     clips = json.loads((FIXTURES / "fixtures.json").read_text())
     return [FIXTURES / c["file"] for c in clips["clips"]]
+
+
+def short_clips_36(count: int = 36, seed: int = 36) -> list[Path]:
+    """`count` clips of 1-7 s cut from the committed fixtures (all languages and the long English one).
+
+    Deterministic: clip i has a length drawn uniformly from 1-7 s and a start drawn uniformly within
+    a fixture long enough for it, chosen in turn, from one seeded generator. Written once under
+    bench/data/short36/ (not committed: rebuilt from the fixtures)."""
+    folder = OUT / f"short{count}"
+    paths = [folder / f"clip{i:02d}.wav" for i in range(count)]
+    if all(p.exists() for p in paths):
+        return paths
+    clips = json.loads((FIXTURES / "fixtures.json").read_text())
+    sources = [_read(FIXTURES / c["file"]) for c in clips["clips"]] + [_read(FIXTURES / clips["long"]["file"])]
+    rng = np.random.default_rng(seed)
+    for i, path in enumerate(paths):
+        length = int(rng.uniform(1.0, 7.0) * 16000)
+        fitting = [s for s in sources if len(s) >= length]
+        source = fitting[i % len(fitting)]
+        start = int(rng.integers(0, len(source) - length + 1))
+        _write(path, source[start:start + length])
+    return paths
+
+
+WORKLOADS = {"long_meeting": lambda: [long_meeting()], "short_clips_36": short_clips_36}
+
+if __name__ == "__main__":  # python bench/workloads.py short_clips_36  -> one path per line
+    import sys
+
+    for p in WORKLOADS[sys.argv[1] if len(sys.argv) > 1 else "long_meeting"]():
+        print(p)

@@ -1,4 +1,4 @@
-"""The `qasr-edge` command: transcribe, export, models, profiles."""
+"""The `qasr-edge` command: transcribe, export, models, profiles, bench."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .benchmark.command import add_bench_parser, cmd_bench
 from .package import PRECISIONS
 from .writers import FORMATS
 
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
 
     sub.add_parser("profiles", help="list device profiles")
+    add_bench_parser(sub)
     return parser
 
 
@@ -148,7 +150,7 @@ def cmd_profiles(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"transcribe": cmd_transcribe, "export": cmd_export, "models": cmd_models,
-               "profiles": cmd_profiles}[args.command]
+               "profiles": cmd_profiles, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
