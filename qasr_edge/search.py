@@ -137,7 +137,7 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs) -> list[list[
             rs = rows_of[gi * width:(gi + 1) * width]
             results[g] = _rank([Hypothesis(seqs[r], lps[r], float(sums[r]), bool(done_row[r])) for r in rs], options)
 
-    for _ in range(options.max_new_tokens):
+    for step in range(options.max_new_tokens):
         for f in filters:
             f(logits, [seqs[r] for r in rows_of])
         logprobs = log_softmax(logits)
@@ -170,7 +170,8 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs) -> list[list[
             keep_rows = np.flatnonzero(np.repeat(~group_done, width))
             state.select(keep_rows, np.flatnonzero(~group_done))
             live, rows_of, tokens = live[~group_done], rows_of[keep_rows], tokens[keep_rows]
-        logits = state.step(tokens.astype(np.int64))
+        if step + 1 < options.max_new_tokens:   # no decoder step for logits nobody reads
+            logits = state.step(tokens.astype(np.int64))
     if len(live):
         finish(np.zeros(len(live), dtype=bool))
     return results  # type: ignore[return-value]
@@ -187,7 +188,7 @@ def _beam_search(state, first_logits, options, filters) -> list[list[Hypothesis]
     finished: list[list[Hypothesis]] = [[] for _ in range(n_groups)]
     live = list(range(n_groups))
 
-    for _ in range(options.max_new_tokens):
+    for step in range(options.max_new_tokens):
         for f in filters:
             f(logits, seqs)
         logprobs = log_softmax(logits)
@@ -231,8 +232,9 @@ def _beam_search(state, first_logits, options, filters) -> list[list[Hypothesis]
             seqs = []
             break
         seqs, lps, sums = new_seqs, new_lps, np.array(new_sums)
-        state.select(np.array(keep_rows), np.array(keep_groups))
-        logits = state.step(np.array(next_tokens, dtype=np.int64))
+        if step + 1 < options.max_new_tokens:
+            state.select(np.array(keep_rows), np.array(keep_groups))
+            logits = state.step(np.array(next_tokens, dtype=np.int64))
 
     # Groups cut by max_new_tokens: top up with their unfinished beams.
     for gi, g in enumerate(live):

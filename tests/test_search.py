@@ -171,3 +171,21 @@ def test_min_new_tokens_bars_end_of_sequence():
         assert all(h[0].finished for h in hyps)
     with pytest.raises(ValueError):
         SearchOptions(max_new_tokens=3, min_new_tokens=4, eos=(0,))
+
+
+def test_no_decoder_step_after_the_last_token():
+    class Counting:
+        steps = 0
+
+        def step(self, tokens):
+            Counting.steps += 1
+            return np.tile(np.array([-20.0, 0.5, 1.0, 0.2], np.float32), (tokens.shape[0], 1))
+
+        def select(self, rows, groups):
+            pass
+
+    for beam in (1, 3):
+        Counting.steps = 0
+        first = np.array([[-20.0, 0.5, 1.0, 0.2]], np.float32)
+        hyps = search(Counting(), first, SearchOptions(beam_size=beam, max_new_tokens=5, eos=(0,)))
+        assert len(hyps[0][0].tokens) == 5 and Counting.steps == 4
