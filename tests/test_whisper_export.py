@@ -493,7 +493,7 @@ def test_large_graphs_keep_weights_in_one_data_file(tiny_hf, tmp_path, monkeypat
     monkeypatch.setattr(export_module, "_ONNX_PROTO_LIMIT", 1 << 16)
     monkeypatch.setattr(quantize_module, "_EXTERNAL_DATA_BYTES", 1 << 16)
     folder, model = tiny_hf
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "int8", "int4", "fp16"):
         package = export(folder, tmp_path / precision, precision=precision)
         files = set(read_package(package, verify=True).manifest["files"])
         assert files == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json", "vad.onnx"}

@@ -6,9 +6,11 @@ package's interface and the runtime do not change. Constants beyond float16's ra
 +-65504 by the converter (the additive masks' -1e9 becomes -65504: still a zero weight after
 softmax). Node types in `KEEP_FLOAT` stay float32.
 
-On CPU, ONNX Runtime has no float16 kernels for most of these operators on x86; it runs them by
-inserting float32 casts around each node (measured: it loads and gives the fp32 transcripts, but
-more slowly than fp32, see BENCHMARKS.md). The precision is meant for CUDA / TensorRT / CoreML.
+On CPU the graph loads and runs: where the CPU provider lacks a float16 kernel, ONNX Runtime's
+graph transformer inserts Casts and runs the node in float32. Measured on whisper-base (x86, 2
+threads): top-1 agreement with fp32 1.00 (237 teacher-forced tokens), package 149 MB against
+294 MB, but no speed gain (decoder step about 1.3x the fp32 time, noisy machine); the precision is
+meant for CUDA / TensorRT. Not checked on a GPU here.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 
 from . import require
 
-# LayerNormalization/Softmax in float16 are supported by the GPU providers, but their float32
-# accumulation is what keeps the logits close; the cost is a few casts.
+# kept float32 by choice, not measured: their reductions (variance, softmax sum) are where float16
+# loses precision first, and they are cheap next to the MatMuls
 KEEP_FLOAT = ("LayerNormalization", "Softmax")
 
 
