@@ -14,6 +14,10 @@ MatMulNBits with 8 bits has no fast CPU kernel (the head took 17.8 ms against 4.
 dynamic int8 head, 0.6 ms for a 4-bit head); a 4-bit head costs top-1 agreement (0.865 against
 0.882 for an 8-bit head, symmetric blocks of 32). Large Gather tables (the token embedding) are
 stored as float16. Measurements: BENCHMARKS.md, "Quantization: size and accuracy cost".
+
+MatMulNBits repacks its blocks into the CPU kernel's layout when the session prepacks weights; with
+`session.disable_prepacking` (the `cpu` profile) it repacks on every call and int4 transcribes
+about 2x slower than int8 (measured), while with prepacking it is on par with int8.
 """
 
 from __future__ import annotations
