@@ -8,7 +8,10 @@ file, and the search drives them as it always does.
 
 Decoder calls are many (one per token and beam step), so each graph keeps a uniform random sample
 of at most `limit` calls (reservoir sampling, fixed seed): memory stays bounded however long the
-audio is.
+audio is. Calls through IO binding (the decoder's in-place cache) are recorded from what was bound;
+a kept call copies its inputs, with the cache buffers (`past_*`, [rows, heads, capacity, head_dim])
+cut to the positions in use (`total_sequence_length`, docs/model-package.md), and inputs bound
+once for many calls (cross-attention keys) are converted once and shared between samples.
 """
 
 from __future__ import annotations
@@ -23,23 +26,70 @@ from ..profiles import Profile, load_profile
 
 
 
+class _RecordingBinding:
+    """An IO binding that remembers what was bound as input (arrays and OrtValues, by name)."""
+
+    def __init__(self, binding: Any):
+        self._binding, self.inputs = binding, {}
+
+    def bind_cpu_input(self, name, value):
+        self.inputs[name] = value
+        return self._binding.bind_cpu_input(name, value)
+
+    def bind_ortvalue_input(self, name, value):
+        self.inputs[name] = value
+        return self._binding.bind_ortvalue_input(name, value)
+
+    def __getattr__(self, name):
+        return getattr(self._binding, name)
+
+
 class _RecordingSession:
     """An onnxruntime session that keeps a sample of the feeds it runs."""
 
     def __init__(self, session: Any, limit: int, seed: int):
         self._session, self._limit = session, limit
         self._random = random.Random(seed)
+        self._converted: dict[int, tuple[Any, Any]] = {}   # id(OrtValue) -> (OrtValue, its array)
         self.calls, self.sample = 0, []
 
-    def run(self, output_names, feeds, *args, **kwargs):
+    def _keep(self, make_feeds) -> None:
         self.calls += 1
-        if len(self.sample) < self._limit:
-            self.sample.append(dict(feeds))
-        else:
-            slot = self._random.randrange(self.calls)
-            if slot < self._limit:
-                self.sample[slot] = dict(feeds)
+        slot = len(self.sample) if len(self.sample) < self._limit else self._random.randrange(self.calls)
+        if slot < self._limit:
+            feeds = make_feeds()
+            if slot == len(self.sample):
+                self.sample.append(feeds)
+            else:
+                self.sample[slot] = feeds
+
+    def run(self, output_names, feeds, *args, **kwargs):
+        self._keep(lambda: dict(feeds))
         return self._session.run(output_names, feeds, *args, **kwargs)
+
+    def io_binding(self):
+        return _RecordingBinding(self._session.io_binding())
+
+    def run_with_iobinding(self, binding, *args, **kwargs):
+        self._keep(lambda: self._snapshot(binding.inputs))
+        return self._session.run_with_iobinding(binding._binding, *args, **kwargs)
+
+    def _snapshot(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        used = int(np.asarray(inputs["total_sequence_length"])) if "total_sequence_length" in inputs else None
+        feeds = {}
+        for name, value in inputs.items():
+            if name.startswith("past_") and used is not None:   # the in-place cache: copy what is in use
+                array = value.numpy() if hasattr(value, "numpy") else value
+                feeds[name] = np.array(array[:, :, :used])
+            elif hasattr(value, "numpy"):                       # an OrtValue bound for many calls
+                if id(value) not in self._converted:
+                    self._converted[id(value)] = (value, value.numpy())
+                feeds[name] = self._converted[id(value)][1]
+            else:
+                feeds[name] = np.array(value)
+        return feeds
 
     def __getattr__(self, name):  # get_inputs, get_outputs, ...
         return getattr(self._session, name)
