@@ -53,8 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("source", help="CTranslate2 or Hugging Face checkpoint folder, or a registry name")
     e.add_argument("--output", "-o", required=True)
     e.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="weights to build (default: the --profile's precision, fp32 for the cpu profile)")
+                   help="weights to build (default: the --profile's precision, fp32 for the cpu profile); int8: "
+                        "dynamic; int4: weight-only block-wise (decoder); int8-static: QDQ, needs --calibration; "
+                        "fp16: for GPU profiles (docs/model-package.md)")
     e.add_argument("--profile", "-p", default=None, help="device profile whose precision to build")
+    e.add_argument("--block-size", type=int, default=None,
+                   help="int4: rows per quantization block (16, 32, 64, 128 or 256; default 32)")
+    e.add_argument("--calibration", nargs="+", default=[], metavar="AUDIO",
+                   help="int8-static: audio files to calibrate activation ranges on (speech like the real input)")
     e.add_argument("--name", default=None)
     e.add_argument("--overwrite", action="store_true")
 
@@ -112,14 +118,15 @@ def cmd_transcribe(args) -> int:
 def cmd_export(args) -> int:
     from .profiles import load_profile
     from .registry import REGISTRY, home
-    from .tooling.export import export
+    from .tooling.export import export, quantize_options
 
+    precision = args.precision or load_profile(args.profile).precision
+    quantize_options(precision, args.block_size, args.calibration)  # fail fast, before fetching weights
     source = Path(args.source)
     if not source.exists() and args.source in REGISTRY:
         source = REGISTRY[args.source].fetch(home() / "sources" / args.source)
-    precision = args.precision or load_profile(args.profile).precision
     out = export(source, args.output, precision=precision, name=args.name or Path(args.source).name,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, block_size=args.block_size, calibration=args.calibration)
     print(out)
     return 0
 

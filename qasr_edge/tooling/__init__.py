@@ -41,11 +41,12 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def export(source, output, precision: str = "fp32", name: str | None = None, overwrite: bool = False):
-    """Export a checkpoint folder into a model package (see `qasr_edge.tooling.export.export`)."""
+def export(source, output, precision: str = "fp32", name: str | None = None, overwrite: bool = False, **options):
+    """Export a checkpoint folder into a model package (see `qasr_edge.tooling.export.export`;
+    `options`: quantize, block_size, calibration)."""
     from .export import export as _export
 
-    return _export(source, output, precision=precision, name=name, overwrite=overwrite)
+    return _export(source, output, precision=precision, name=name, overwrite=overwrite, **options)
 
 
 __all__ = ["ToolingDependencyError", "export", "read_json", "require"]

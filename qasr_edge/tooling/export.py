@@ -73,14 +73,20 @@ def detect_source(source: str | Path) -> SourceKind:
 
 
 def export(source: str | Path, output: str | Path, precision: str = "fp32", name: str | None = None,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, quantize: Any = None, *, block_size: int | None = None,
+           calibration: list[str | Path] | tuple[str | Path, ...] = ()) -> Path:
     """Export the checkpoint folder `source` into the model package folder `output`.
 
+    `quantize` is a `quantize.QuantizeOptions` (recipes for every precision); `block_size` (int4)
+    and `calibration` (audio files, int8-static) override its fields, as the CLI passes them.
     The package is built in a temporary folder beside `output` and renamed into place when
     complete. A non-empty `output` is refused unless `overwrite`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not supported yet (choose from {', '.join(PRECISIONS)})")
+    options = None
+    if precision != "fp32" or calibration or block_size is not None:
+        options = quantize_options(precision, block_size, calibration, quantize)
     kind = detect_source(source)
     output = Path(output)
     if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
@@ -93,18 +99,17 @@ def export(source: str | Path, output: str | Path, precision: str = "fp32", name
         from .vad import add_vad
 
         produced["vad"] = add_vad(staging)
-        quantization = None
-        if precision != "fp32":
-            from .quantize import quantize_graphs
-
-            quantization = quantize_graphs(staging, produced["graphs"], precision)
         manifest = {
             "family": produced["family"],
             "name": name or produced.get("name") or Path(source).name,
             "precision": precision,
-            "quantization": quantization,
+            "quantization": None,
             **{k: v for k, v in produced.items() if k not in ("family", "name")},
         }
+        if precision != "fp32":
+            from .quantize import quantize_graphs
+
+            manifest["quantization"] = quantize_graphs(staging, manifest, precision, options)
         write_manifest(staging, manifest)
         os.chmod(staging, 0o755)
         _move_into_place(staging, output)
@@ -112,6 +117,25 @@ def export(source: str | Path, output: str | Path, precision: str = "fp32", name
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def quantize_options(precision: str, block_size: int | None = None, calibration=(), options: Any = None) -> Any:
+    """`options` (default: quantize.QuantizeOptions()) with the CLI's overrides applied, checked
+    against the precision: a bad block size, a missing calibration file or an option that does not
+    apply to the precision fails here, before any export work."""
+    import dataclasses
+
+    from .quantize import QuantizeOptions
+
+    options = options or QuantizeOptions()
+    if block_size is not None:
+        if precision != "int4":
+            raise ValueError(f"--block-size is for --precision int4 (not {precision})")
+        options = dataclasses.replace(options, int4=dataclasses.replace(options.int4, block_size=int(block_size)))
+    if calibration:
+        options = dataclasses.replace(options, calibration=tuple(str(c) for c in calibration))
+    options.check(precision)
+    return options
 
 
 def _move_into_place(staging: Path, output: Path) -> None:

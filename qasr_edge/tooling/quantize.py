@@ -1,4 +1,14 @@
-"""Quantize the graphs of a freshly exported package (fp32 in, int8 out; INT4 and static later).
+"""Quantize the graphs of a freshly exported package: the recipe per precision and graph role.
+
+    int8         every graph: dynamic int8 (`quantize_dynamic`, below)
+    int4         the decoder: weight-only 4-bit blocks (`int4.py`); other graphs: dynamic int8
+    int8-static  every graph: QDQ int8 calibrated on the user's audio (`static.py`, `calibration.py`)
+    fp16         every graph: float16 with float32 inputs and outputs (`fp16.py`)
+
+The quantizers are generic over MatMul/Gemm nodes. What they need to know about a family is small
+and lives in `FAMILY_HINTS` (node-name patterns whose inputs carry activation outliers, the name of
+the logits output, which graph is autoregressive); `manifest["quantization"]` records per graph
+what was done (docs/model-package.md).
 
 `--precision int8` is ONNX Runtime dynamic quantization (`quantize_dynamic`): MatMul weights int8
 (symmetric, per output channel), activations uint8 quantized on the fly per tensor. Conv stays
@@ -28,8 +38,8 @@ the first encoder layer, so those MatMuls stay float. reduce_range only helps CP
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from . import require
+from .calibration import capture, check_audio_files
+from .fp16 import convert_fp16
+from .graph_edits import gather_tables_to_fp16, matching_nodes, weight_nodes
+from .int4 import Int4Settings, quantize_int4
+from .static import StaticSettings, quantize_int8_static
 
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 
@@ -48,9 +63,8 @@ class Int8Settings:
     # the token embedding table (Gather): "fp16" (lossless for float16 checkpoints), "fp32", or
     # "int8" (ONNX Runtime's per-tensor uint8 Gather quantization)
     embedding: str = "fp16"
-    # node-name patterns (re.search) left in float: inputs with outliers that a per-tensor uint8
-    # activation scale cannot hold (Whisper's fc2 after GELU, the encoder's first layer)
-    exclude: tuple[str, ...] = (r"/fc2/", r"^/encoder/layers\.0/")
+    # node-name patterns (re.search) left in float besides the family's `outliers`
+    exclude: tuple[str, ...] = ()
 
     def manifest(self) -> dict[str, Any]:
         return {"method": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic",
@@ -68,15 +82,17 @@ class Int8Settings:
 INT8_DEFAULT = Int8Settings()  # see the measurements in the module docstring
 
 
-def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT8_DEFAULT) -> None:
-    """Dynamic int8 quantization of one ONNX graph file."""
+def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT8_DEFAULT,
+                  outliers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Dynamic int8 quantization of one ONNX graph file; returns what was done for the manifest."""
     onnx = require("onnx")
     require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = Path(src), Path(dst)
-    names = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
-    excluded = [n for n in names if any(re.search(p, n) for p in settings.exclude)]
+    patterns = tuple(outliers) + tuple(settings.exclude)
+    graph = onnx.load(str(src), load_external_data=False)
+    excluded = sorted(set(matching_nodes(graph, patterns)) & set(weight_nodes(graph)))
     large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > _EXTERNAL_DATA_BYTES
     # IntegerOps mode first rewrites Gemm(transB=1) as MatMul with a transposed weight copy, so
     # the output head (a Gemm sharing the embedding in the fp32 graph) is quantized as a MatMul.
@@ -92,59 +108,109 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
             for stale in dst.parent.glob(dst.name + "*"):
                 stale.unlink()
             save_onnx(model, dst)
+    return {**settings.manifest(), "excluded_patterns": list(patterns), "excluded_nodes": sorted(excluded)}
 
 
-def gather_tables_to_fp16(model: Any, min_elements: int = 1 << 20) -> int:
-    """Store large float32 Gather tables (token embeddings) as float16, with a Cast after the Gather.
+# --- what the generic quantizers need to know about a family ---------------------------------------
 
-    Only tables read by nothing but Gather nodes are converted. Returns how many were.
-    """
-    require("onnx")
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+@dataclass(frozen=True)
+class FamilyHints:
+    """Per graph role, node-name patterns (re.search) whose inputs carry outliers that one 8-bit
+    activation scale per tensor cannot hold: int8 (dynamic) and int8-static leave them float.
+    Weight-only int4 has no activation scales and ignores them."""
 
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    converted = 0
-    for name, init in inits.items():
-        users = consumers.get(name, [])
-        if (init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements or not users
-                or any(n.op_type != "Gather" or list(n.input).index(name) != 0 for n in users)):
-            continue
-        table = numpy_helper.to_array(init).astype(np.float16)
-        graph.initializer.remove(init)
-        graph.initializer.append(numpy_helper.from_array(table, name))
-        for node in users:
-            out = node.output[0]
-            node.output[0] = out + "_fp16"
-            index = list(graph.node).index(node)
-            graph.node.insert(index + 1, helper.make_node("Cast", [out + "_fp16"], [out], to=TensorProto.FLOAT,
-                                                          name=(node.name or name) + "_to_fp32"))
-        converted += 1
-    return converted
+    outliers: dict[str, tuple[str, ...]]
+    logits: str = "logits"         # the graph output computed by the output head
+    autoregressive: str = "decoder"  # the graph run once per token (bandwidth-bound)
 
 
-def quantize_graphs(folder: str | Path, graphs: dict[str, str], precision: str,
-                    settings: Int8Settings | None = None) -> dict[str, Any]:
-    """Quantize every graph of a package folder in place; return manifest["quantization"]."""
-    if precision != "int8":
-        raise ValueError(f"precision {precision!r}: only int8 quantization is implemented")
-    settings = settings or INT8_DEFAULT
+FAMILY_HINTS = {
+    # fc2 reads GELU outputs; the encoder's first layer reads the convolution stem (measured, above)
+    "whisper": FamilyHints({"encoder": (r"/fc2/", r"^/encoder/layers\.0/"), "decoder": (r"/fc2/",)}),
+    # the audio encoder is Whisper-like (fc2 after GELU); no measurement yet for the decoder
+    "qwen3_asr": FamilyHints({"encoder": (r"/fc2/",), "decoder": ()}),
+}
+
+
+def family_hints(family: str) -> FamilyHints:
+    return FAMILY_HINTS.get(family, FamilyHints({}))
+
+
+# --- options and the per-package driver -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What `export` takes besides the precision; checked once, in `check`."""
+
+    int8: Int8Settings = INT8_DEFAULT
+    int4: Int4Settings = Int4Settings()
+    static: StaticSettings = StaticSettings()
+    calibration: tuple[str, ...] = ()      # audio files for int8-static
+
+    def check(self, precision: str) -> None:
+        if precision == "int8-static":
+            check_audio_files(self.calibration)
+        elif self.calibration:
+            raise ValueError(f"--calibration is for --precision int8-static (not {precision})")
+
+
+def quantize_graphs(folder: str | Path, manifest: dict[str, Any], precision: str,
+                    options: QuantizeOptions | None = None) -> dict[str, Any]:
+    """Quantize every graph of a package folder in place; return manifest["quantization"].
+
+    `manifest` is what the family exporter produced (family, graphs, dims...)."""
+    options = options or QuantizeOptions()
+    options.check(precision)
     folder = Path(folder)
-    for file in graphs.values():
-        path = folder / file
-        work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=folder))
-        try:
-            # same file name in a scratch folder, so an external data file keeps its final name
-            quantize_int8(path, work / path.name, settings)
-            for old in folder.glob(path.name + ".data"):
-                old.unlink()
-            for produced in work.iterdir():
-                os.replace(produced, folder / produced.name)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return settings.manifest()
+    hints = family_hints(manifest["family"])
+    calibration = None
+    if precision == "int8-static":
+        calibration = capture(folder, manifest, check_audio_files(options.calibration), options.static.samples)
+
+    def recipe(role: str, file: str):
+        outliers = hints.outliers.get(role, ())
+        if precision == "int8":
+            return lambda s, d: quantize_int8(s, d, options.int8, outliers)
+        if precision == "fp16":
+            return convert_fp16
+        if precision == "int4":
+            if role == hints.autoregressive or options.int4.other_graphs == "int4":
+                return lambda s, d: quantize_int4(s, d, options.int4, hints.logits)
+            if options.int4.other_graphs == "int8":
+                return lambda s, d: quantize_int8(s, d, options.int8, outliers)
+            return None
+        if precision == "int8-static":
+            return lambda s, d: quantize_int8_static(s, d, calibration.feeds.get(file, []), options.static, outliers,
+                                                     hints.logits)
+        raise ValueError(f"precision {precision!r}: nothing to quantize")
+
+    done: dict[str, Any] = {}
+    for role, file in manifest["graphs"].items():
+        fn = recipe(role, file)
+        done[role] = _replace_graph(folder / file, fn) if fn else {"method": "none (float32)"}
+    record: dict[str, Any] = {"precision": precision, "graphs": done}
+    if calibration is not None:
+        record["calibration"] = calibration.manifest()
+    return record
+
+
+def _replace_graph(path: Path, fn) -> dict[str, Any]:
+    """Run fn(src, dst) into a scratch folder (same file name, so an external data file keeps its
+    final name), then move the result over the original."""
+    work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=path.parent))
+    root = logging.getLogger()
+    level = root.level
+    # importing onnxruntime.quantization runs logging.basicConfig(level=INFO), and its quantizers log
+    # every node on the root logger: quiet while they run, then put the level back
+    require("onnxruntime.quantization")
+    root.setLevel(max(level, logging.ERROR))  # and it advises pre-processing, which we skip on purpose
+    try:
+        record = fn(path, work / path.name)
+        for old in path.parent.glob(path.name + ".data"):
+            old.unlink()
+        for produced in work.iterdir():
+            os.replace(produced, path.parent / produced.name)
+    finally:
+        root.setLevel(level)
+        shutil.rmtree(work, ignore_errors=True)
+    return record

@@ -1,0 +1,134 @@
+"""Small, family-agnostic rewrites of ONNX graphs that the quantizers need.
+
+- `gemm_heads_to_matmul`: Gemm(transB=1) over a constant weight (how both families export the output
+  head, sharing the token embedding) becomes MatMul over a transposed copy, which ONNX Runtime's
+  weight-only and static quantizers understand (they only take MatMul);
+- `gather_tables_to_fp16`: large float32 Gather tables (token embeddings) stored as float16;
+- `producer_of`: the MatMul/Gemm that computes a graph output (the output head of `logits`);
+- `matching_nodes`: node names selected by name patterns (re.search).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+from . import require
+
+WEIGHT_OPS = ("MatMul", "Gemm")
+
+
+def initializers(model: Any) -> dict[str, Any]:
+    return {i.name: i for i in model.graph.initializer}
+
+
+def matching_nodes(model: Any, patterns: Iterable[str], op_types: Iterable[str] | None = None) -> list[str]:
+    """Names of the nodes (of `op_types`, if given) whose name matches any pattern."""
+    patterns, ops = list(patterns), set(op_types) if op_types else None
+    return [n.name for n in model.graph.node
+            if (ops is None or n.op_type in ops) and any(re.search(p, n.name) for p in patterns)]
+
+
+def weight_nodes(model: Any) -> list[str]:
+    """MatMul/Gemm nodes whose second input is a constant weight (what weight quantization touches)."""
+    inits = initializers(model)
+    return [n.name for n in model.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits]
+
+
+def producer_of(model: Any, output: str) -> str | None:
+    """The nearest MatMul/Gemm with a constant weight upstream of graph output `output`, through
+    shape-only nodes (Reshape, Transpose, Cast...); None when the graph has no such output."""
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    weighted = set(weight_nodes(model))
+    frontier, seen = [output], set()
+    while frontier:
+        name = frontier.pop(0)
+        node = by_output.get(name)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.name in weighted:
+            return node.name
+        frontier.extend(node.input[:1])  # follow the data input only
+    return None
+
+
+def gemm_heads_to_matmul(model: Any) -> dict[str, str]:
+    """Rewrite every Gemm(transA=0, transB=1, alpha=1) over a constant weight as MatMul over a
+    transposed copy of the weight, plus Add when the bias is not all zero. The original weight stays
+    when something else (the embedding Gather) reads it. Returns {old Gemm name: new MatMul name}."""
+    require("onnx")
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = initializers(model)
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    renamed: dict[str, str] = {}
+    for node in list(graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
+                or not attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0):
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        bias = (numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits
+                else None)
+        if len(node.input) > 2 and node.input[2] and bias is None:
+            continue  # a computed bias: leave the Gemm alone
+        name = node.name + "_matmul"
+        transposed = numpy_helper.from_array(np.ascontiguousarray(weight.T), node.input[1] + "_transposed")
+        graph.initializer.append(transposed)
+        out = node.output[0]
+        new = [helper.make_node("MatMul", [node.input[0], transposed.name], [out], name=name)]
+        if bias is not None and np.any(bias * attrs.get("beta", 1.0)):
+            scaled = numpy_helper.from_array((bias * attrs.get("beta", 1.0)).astype(bias.dtype), node.input[2] + "_add")
+            graph.initializer.append(scaled)
+            new = [helper.make_node("MatMul", [node.input[0], transposed.name], [out + "_nobias"], name=name),
+                   helper.make_node("Add", [out + "_nobias", scaled.name], [out], name=node.name + "_bias")]
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, n in enumerate(new):
+            graph.node.insert(position + offset, n)
+        for used in filter(None, node.input[1:]):
+            readers[used] -= 1
+            if readers[used] == 0 and used in inits:
+                graph.initializer.remove(inits.pop(used))
+        renamed[node.name] = name
+    return renamed
+
+
+def gather_tables_to_fp16(model: Any, min_elements: int = 1 << 20) -> int:
+    """Store large float32 Gather tables (token embeddings) as float16, with a Cast after the Gather.
+
+    Only tables read by nothing but Gather nodes are converted. Returns how many were.
+    """
+    require("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = initializers(model)
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    converted = 0
+    for name, init in inits.items():
+        users = consumers.get(name, [])
+        if (init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements or not users
+                or any(n.op_type != "Gather" or list(n.input).index(name) != 0 for n in users)):
+            continue
+        table = numpy_helper.to_array(init).astype(np.float16)
+        graph.initializer.remove(init)
+        graph.initializer.append(numpy_helper.from_array(table, name))
+        for node in users:
+            out = node.output[0]
+            node.output[0] = out + "_fp16"
+            index = list(graph.node).index(node)
+            graph.node.insert(index + 1, helper.make_node("Cast", [out + "_fp16"], [out], to=TensorProto.FLOAT,
+                                                          name=(node.name or name) + "_to_fp32"))
+        converted += 1
+    return converted
