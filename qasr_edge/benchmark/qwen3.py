@@ -51,7 +51,7 @@ def paths(size: str, precision: str) -> tuple[Path, Path]:
 
 def prepare(spec: dict[str, Any]) -> dict[str, Any]:
     """Build the checkpoint and export the package, each only if not cached yet."""
-    from ..package import is_package
+    from ..package import is_current
 
     size, precision = spec["size"], spec["precision"]
     source, package = paths(size, precision)
@@ -69,7 +69,7 @@ def prepare(spec: dict[str, Any]) -> dict[str, Any]:
                          real_vocab=SIZES[size] is not None)
         partial.rename(source)
         out["build_s"] = round(time.perf_counter() - start, 1)
-    if not is_package(package):
+    if not is_current(package):   # missing, or written in an older package format
         from ..tooling.export import export
 
         start = time.perf_counter()
