@@ -40,7 +40,8 @@ class Qwen3ASRModel:
     def __init__(self, package: ModelPackage, profile: Profile):
         self.package = package
         self.profile = profile
-        self.graphs = Qwen3ASRGraphs(package, profile)
+        # tokenizers first: parsing a 150k-token vocabulary peaks at ~200 MB, which the sessions
+        # then reuse instead of adding to
         self.tokenizer = Tokenizer(package.tokenizer_path)
         special = package.special_tokens
         self.audio_pad, self.pad_id = special["audio_pad"], special["endoftext"]
@@ -50,6 +51,7 @@ class Qwen3ASRModel:
         # the official toolkit may tokenize prompts with a patched pre-tokenizer (tooling/qwen3_asr.py)
         self.prompt_tokenizer = Tokenizer(package.root / prompt.get("tokenizer", package.manifest["tokenizer"]))
         self.max_positions = package.dims.get("max_positions", 65536)
+        self.graphs = Qwen3ASRGraphs(package, profile)
 
     def prompt_ids(self, n_audio: int, context: str, language: str | None) -> list[int]:
         """The prompt's token ids with `n_audio` audio placeholders."""
