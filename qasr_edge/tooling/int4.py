@@ -17,7 +17,7 @@ stored as float16. Measurements: BENCHMARKS.md, "Quantization: size and accuracy
 
 MatMulNBits repacks its blocks into the CPU kernel's layout when the session prepacks weights; with
 `session.disable_prepacking` (the `cpu` profile) it repacks on every call and int4 transcribes
-about 2x slower than int8 (measured), while with prepacking it is on par with int8.
+about 2x slower than int8, while with prepacking it was the fastest precision (measured, BENCHMARKS.md).
 """
 
 from __future__ import annotations
