@@ -84,8 +84,8 @@ class _RecordingSession:
                 array = value.numpy() if hasattr(value, "numpy") else value
                 feeds[name] = np.array(array[:, :, :used])
             elif hasattr(value, "numpy"):                       # an OrtValue bound for many calls
-                if id(value) not in self._converted:
-                    self._converted[id(value)] = (value, value.numpy())
+                if id(value) not in self._converted:             # copied now: it may view memory freed later
+                    self._converted[id(value)] = (value, np.array(value.numpy()))
                 feeds[name] = self._converted[id(value)][1]
             else:
                 feeds[name] = np.array(value)

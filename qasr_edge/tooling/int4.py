@@ -16,8 +16,8 @@ dynamic int8 head, 0.6 ms for a 4-bit head); a 4-bit head costs top-1 agreement 
 stored as float16. Measurements: BENCHMARKS.md, "Quantization: size and accuracy cost".
 
 MatMulNBits repacks its blocks into the CPU kernel's layout when the session prepacks weights; with
-`session.disable_prepacking` (the `cpu` profile) it repacks on every call and int4 transcribes
-about 2x slower than int8 (measured), while with prepacking it is on par with int8.
+`session.disable_prepacking = 1` (the `mobile` profile) it repacks on every call and int4 transcribes
+about 2x slower than int8, while with prepacking it was the fastest precision (measured, BENCHMARKS.md).
 """
 
 from __future__ import annotations

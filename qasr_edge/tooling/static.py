@@ -25,8 +25,10 @@ from .graph_edits import gather_tables_to_fp16, gemm_heads_to_matmul, matching_n
 @dataclass(frozen=True)
 class StaticSettings:
     per_channel: bool = True
-    samples: int = 16                 # calibration calls kept per graph (uniform sample of all calls;
-                                      # a decoder sample holds its rows' caches: ~100 MB at 40 rows x 100 tokens)
+    # calibration calls kept per graph (a uniform sample of all calls; a decoder sample holds its
+    # rows' caches, ~100 MB at 40 rows x 100 tokens). Measured on whisper-base, 8 calibration clips:
+    # 16 samples gave the 270 s meeting WER 0.078, 64 gave 0.020 (fp32: 0.038)
+    samples: int = 64
     # the output head (producer of `logits`): "float" keeps the exported Gemm, which shares the
     # float32 token embedding; "int8" quantizes it like the other MatMuls (measured: top-1 agreement
     # with fp32 drops from 0.92 to 0.83 on whisper-base, one static range cannot serve every row)
