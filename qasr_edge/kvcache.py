@@ -36,14 +36,16 @@ class KVCache:
         self.layers, self.shape = layers, (kv_heads, head_dim)
         self.past, self.present = cache_names("past", layers), cache_names("present", layers)
         self.lengths = np.zeros(rows, dtype=np.int64)
-        self._set([np.zeros((rows, kv_heads, capacity, head_dim), dtype) for _ in self.past])
+        self._store([np.zeros((rows, kv_heads, capacity, head_dim), dtype) for _ in self.past], rows)
 
-    def _set(self, buffers: list[np.ndarray]) -> None:
+    def _store(self, storage: list[np.ndarray], rows: int) -> None:
+        """Use the first `rows` rows of `storage` (contiguous views) as the buffers."""
         import onnxruntime as ort
 
-        self.buffers = buffers
-        self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]   # shares the numpy memory
-        self.version = getattr(self, "version", 0) + 1                          # bindings must be renewed
+        self.storage = storage
+        self.buffers = [s[:rows] for s in storage]
+        self.values = [ort.OrtValue.ortvalue_from_numpy(b) for b in self.buffers]   # shares the numpy memory
+        self.version = getattr(self, "version", 0) + 1                                # bindings must be renewed
 
     @property
     def rows(self) -> int:
@@ -55,31 +57,33 @@ class KVCache:
 
     def reserve(self, tokens: int) -> None:
         """Make room for `tokens` more positions in every row (copies only when it must grow)."""
-        need = int(self.lengths.max(initial=0)) + tokens
-        if need <= self.capacity:
-            return
-        capacity = max(need, 2 * self.capacity)
         held = int(self.lengths.max(initial=0))
+        if held + tokens <= self.capacity:
+            return
+        capacity = max(held + tokens, 2 * self.capacity)
         grown = []
         for b in self.buffers:
             g = np.zeros((b.shape[0], b.shape[1], capacity, b.shape[3]), b.dtype)
             g[:, :, :held] = b[:, :, :held]
             grown.append(g)
-        self._set(grown)
+        self._store(grown, self.rows)
 
     def select(self, rows: np.ndarray) -> None:
-        """Keep (and duplicate) the given rows, in order; copies only the positions in use."""
+        """Keep (and duplicate) the given rows, in order, copying only the positions in use. The
+        buffers are reused while the rows fit in them (beam search reorders every step)."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == self.rows and np.array_equal(rows, np.arange(self.rows)):
             return
         held = int(self.lengths[rows].max(initial=0))
-        kept = []
-        for b in self.buffers:
-            k = np.zeros((len(rows), b.shape[1], b.shape[2], b.shape[3]), b.dtype)
-            k[:, :, :held] = b[rows, :, :held]
-            kept.append(k)
+        n = len(rows)
+        if n > self.storage[0].shape[0]:
+            storage = [np.zeros((n, *b.shape[1:]), b.dtype) for b in self.buffers]
+        else:
+            storage = self.storage
+        for store, b in zip(storage, self.buffers):
+            store[:n, :, :held] = b[rows, :, :held]     # the gather copies first, so overlap is safe
         self.lengths = self.lengths[rows]
-        self._set(kept)
+        self._store(storage, n)
 
     def bind(self, binding: Any) -> None:
         for past, present, value in zip(self.past, self.present, self.values):

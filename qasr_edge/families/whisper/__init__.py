@@ -170,7 +170,8 @@ class WhisperModel:
         cross_kv = self.graphs.encode(np.stack([w for w, _ in windows]), self.profile.memory_budget_mb << 20)
         unknown = [i for i, j in enumerate(jobs) if j.language is None]
         if unknown:
-            for i, probs in zip(unknown, self.detect_language(np.take(cross_kv, unknown, axis=2))):
+            subset = cross_kv if len(unknown) == len(jobs) else np.take(cross_kv, unknown, axis=2)
+            for i, probs in zip(unknown, self.detect_language(subset)):
                 jobs[i].language, jobs[i].language_probability = probs[0]
                 jobs[i].all_language_probs = probs
 
@@ -191,9 +192,10 @@ class WhisperModel:
             filters.append(TimestampRules(self.tokens, max_initial))
 
         def prefill(groups: list[int]) -> Prefilled:
+            every = list(groups) == list(range(cross_kv.shape[2]))      # no copy of 37 MB a window
             state, logits = self.graphs.prefill(
-                np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups], [prompts[g][1] for g in groups],
-                search.max_new_tokens)
+                cross_kv if every else np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups],
+                [prompts[g][1] for g in groups], search.max_new_tokens)
             no_speech = np.exp(log_softmax(logits[:, 0]))[:, self.tokens.no_speech]
             return Prefilled(state, logits[:, 1], filters, no_speech)
 

@@ -39,8 +39,13 @@ class WhisperGraphs:
         step = fit_count(per_window, budget_bytes, len(mel))
         if step >= len(mel):
             return self.encoder.run(["cross_kv"], {"mel": mel})[0]
-        parts = [self.encoder.run(["cross_kv"], {"mel": mel[i:i + step]})[0] for i in range(0, len(mel), step)]
-        return np.concatenate(parts, axis=2)
+        out = None
+        for i in range(0, len(mel), step):   # into one preallocated array: no concatenated copy
+            part = self.encoder.run(["cross_kv"], {"mel": mel[i:i + step]})[0]
+            if out is None:
+                out = np.empty((*part.shape[:2], len(mel), *part.shape[3:]), part.dtype)
+            out[:, :, i:i + len(part[0, 0])] = part
+        return out
 
     def cross_values(self, cross_kv: np.ndarray) -> dict[str, object]:
         """The decoder's cross_{k,v}{i} inputs as ONNX Runtime values over cross_kv's memory."""
@@ -67,15 +72,17 @@ class WhisperGraphs:
             index = np.concatenate([np.asarray(extra_index, np.int64)[:, None], index], axis=1)
         cache = KVCache(self.n_layers, self.n_heads, self.head_dim, groups,
                         min(width + max_new_tokens + 1, self.n_text_ctx))
-        cross = {"kv": cross_kv}
+        cross = {"kv": cross_kv, "values": self.cross_values(cross_kv)}
 
         def keep_groups(kept: np.ndarray) -> dict[str, object]:
+            # no reference to the state here: a cycle would keep its buffers alive until the next
+            # garbage collection
             if len(kept) != cross["kv"].shape[2] or np.any(kept != np.arange(len(kept))):
                 cross["kv"] = np.take(cross["kv"], kept, axis=2)
-                state.bound = self.cross_values(cross["kv"])
-            return state.bound
+                cross["values"] = self.cross_values(cross["kv"])
+            return cross["values"]
 
-        state = CachedDecoderState(self.decoder, cache, _token_feeds, self.cross_values(cross_kv), keep_groups)
+        state = CachedDecoderState(self.decoder, cache, _token_feeds, cross["values"], keep_groups)
         return state, state.run(tokens, index, lengths)
 
 
