@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...package import ModelPackage
-from ...profiles import Profile
 from ...batching import fit_count
 from ...kvcache import CachedDecoderState, KVCache
+from ...package import ModelPackage
+from ...profiles import Profile
 from .audio import Chunking, Window
 
 MAX_ENCODER_ROWS = 16   # windows encoded per session call, at most
@@ -33,7 +33,8 @@ class Qwen3ASRGraphs:
     # -- encoder -------------------------------------------------------------------------------
 
     def encoder_row_bytes(self, tokens: int) -> int:
-        """Activations of one encoder row of `tokens` positions: attention scores and hidden states."""
+        """Activations of one encoder row of `tokens` positions (an upper bound: attention scores as
+        if held whole, hidden states)."""
         return 4 * (2 * self.audio_heads * tokens * tokens + 16 * tokens * self.audio_d_model)
 
     def encode(self, windows: list[Window], n_clips: int, budget_bytes: int = 1 << 30) -> list[np.ndarray]:
