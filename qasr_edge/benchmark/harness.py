@@ -69,12 +69,30 @@ class Stopwatch:
         return self.laps[name]
 
 
+class _WatchedBinding:
+    """An IO binding that remembers the shape [rows, seq] of the new tokens it was given."""
+
+    TOKEN_INPUTS = ("tokens", "inputs_embeds")
+
+    def __init__(self, binding):
+        self.binding, self.shape = binding, (0, 1)
+
+    def bind_cpu_input(self, name, array):
+        if name in self.TOKEN_INPUTS:
+            self.shape = tuple(array.shape[:2])
+        return self.binding.bind_cpu_input(name, array)
+
+    def __getattr__(self, name):
+        return getattr(self.binding, name)
+
+
 class TimedSession:
     """Wraps an ONNX Runtime session: counts and times its `run` calls.
 
     A call is a *step* when it extends a cache that is not empty (an input named `past*` with
-    elements); the first call of a decode (the prompt, empty cache) is a *prefill*. Calls through
-    IO binding cannot be inspected and count as steps. Everything else passes through unchanged.
+    elements); the first call of a decode (the prompt, empty cache) is a *prefill*. Through IO
+    binding, a call that feeds one new token per row is a step, any other a prefill. Everything else
+    passes through unchanged.
     """
 
     def __init__(self, session):
@@ -100,10 +118,15 @@ class TimedSession:
         self._record(time.perf_counter() - start, any(getattr(v, "size", 0) for v in past), rows)
         return out
 
-    def run_with_iobinding(self, *args, **kwargs):
+    def io_binding(self):
+        return _WatchedBinding(self._session.io_binding())
+
+    def run_with_iobinding(self, binding, *args, **kwargs):
         start = time.perf_counter()
-        out = self._session.run_with_iobinding(*args, **kwargs)
-        self._record(time.perf_counter() - start, True)
+        watched = isinstance(binding, _WatchedBinding)
+        out = self._session.run_with_iobinding(binding.binding if watched else binding, *args, **kwargs)
+        rows, seq = binding.shape if watched else (0, 1)
+        self._record(time.perf_counter() - start, seq == 1, rows)   # one new token per row: a step
         return out
 
     def __getattr__(self, name):
