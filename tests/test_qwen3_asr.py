@@ -419,3 +419,11 @@ def test_batches_by_length_give_each_input_its_own_result(model):
         model.family.profile = profile
     assert model.last_stats["audio"]["batches"] == 4
     assert [r.segments[0].tokens for r in squeezed] == alone
+
+
+def test_default_prompt_ids_from_the_export_match_the_tokenizer(model):
+    """The manifest's prompt for no context and no language is what the prompt tokenizer gives."""
+    family = model.family
+    stored = family.package.manifest["prompt"]["default_ids"]
+    assert stored == family.prompt_tokenizer.encode(family.template.render("", None), add_special_tokens=True)
+    assert family.prompt_ids(3, "", None).count(family.audio_pad) == 3

@@ -239,6 +239,11 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
         (out_dir / prompt_tokenizer).write_text(prompt_text, encoding="utf-8")
     template = chat_template(folder, tokenizer)
     before, after = prompt_parts(tokenizer, template)
+    # the prompt without context or language, tokenized here as the runtime would: a runtime that
+    # is given neither need not load the prompt tokenizer at all
+    import tokenizers
+
+    default_ids = tokenizers.Tokenizer.from_str(prompt_text).encode(before + after, add_special_tokens=True).ids
     generation = read_json(folder / "generation_config.json")
     stored = read_json(folder / "config.json")
     return {
@@ -250,6 +255,7 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
         "dims": dims(audio, text, tied),
         "special_tokens": special_tokens(tokenizer, generation),
         "prompt": {"before_context": before, "after_context": after, "tokenizer": prompt_tokenizer,
+                   "default_ids": default_ids,
                    "chat_template": template},
         "graphs": graphs,
         "embeddings": EMBED_FILE,

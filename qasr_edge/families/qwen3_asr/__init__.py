@@ -10,6 +10,7 @@ language and text parsed from each piece's output, merged per input.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -48,15 +49,27 @@ class Qwen3ASRModel:
         self.eos = tuple(special["eos"])
         prompt = package.manifest["prompt"]
         self.template = PromptTemplate(prompt["before_context"], prompt["after_context"])
-        # the official toolkit may tokenize prompts with a patched pre-tokenizer (tooling/qwen3_asr.py)
-        self.prompt_tokenizer = Tokenizer(package.root / prompt.get("tokenizer", package.manifest["tokenizer"]))
+        self._default_prompt = prompt.get("default_ids")   # no context, no language: tokenized at export
         self.max_positions = package.dims.get("max_positions", 65536)
         self.graphs = Qwen3ASRGraphs(package, profile)
 
+    @cached_property
+    def prompt_tokenizer(self) -> Tokenizer:
+        """The official toolkit may tokenize prompts with a patched pre-tokenizer (tooling/qwen3_asr.py);
+        loaded on first use (0.4 s and ~50 MB for Qwen's vocabulary)."""
+        prompt = self.package.manifest["prompt"]
+        name = prompt.get("tokenizer", self.package.manifest["tokenizer"])
+        if name == self.package.manifest["tokenizer"]:
+            return self.tokenizer
+        return Tokenizer(self.package.root / name)
+
     def prompt_ids(self, n_audio: int, context: str, language: str | None) -> list[int]:
         """The prompt's token ids with `n_audio` audio placeholders."""
-        # as the reference tokenizes its prompt: with the tokenizer's own post-processing, if any
-        ids = self.prompt_tokenizer.encode(self.template.render(context, language), add_special_tokens=True)
+        if not context and language is None and self._default_prompt is not None:
+            ids = list(self._default_prompt)
+        else:
+            # as the reference tokenizes its prompt: with the tokenizer's own post-processing, if any
+            ids = self.prompt_tokenizer.encode(self.template.render(context, language), add_special_tokens=True)
         at = ids.index(self.audio_pad)
         return ids[:at] + [self.audio_pad] * n_audio + ids[at + 1:]
 
