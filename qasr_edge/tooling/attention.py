@@ -78,9 +78,9 @@ def full_attention_function() -> Any:
     """Bidirectional multi-head attention (encoders) as one ONNX Runtime `MultiHeadAttention` node.
 
     q, k, v [rows, seq, heads * head_dim] -> [rows, seq, heads * head_dim]; `key_lengths` [rows]
-    (int32, optional) limits each row's keys to its first n. The node's CPU kernel tiles the
-    computation (flash attention) instead of holding every [seq, seq] score matrix: for a 30 s
-    Whisper window that is 72 MB less per layer and per window, and about 2x faster."""
+    (int32, optional) limits each row's keys to its first n. Measured on the attention core alone
+    (4 Whisper windows of 1500 positions, 8 heads, 2 threads): 264 ms and +141 MB peak against
+    643 ms and +345 MB for MatMul/Softmax/MatMul, whose [seq, seq] scores take 72 MB per window."""
     torch = require("torch")
 
     class FullAttention(torch.autograd.Function):
