@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .benchmark.command import add_bench_parser, cmd_bench
+from .options import CHUNKING
 from .package import PRECISIONS
 from .writers import FORMATS
 
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-vad-gate", action="store_true",
                    help="keep windows that Whisper thinks silent even when the voice-activity detector hears no speech")
     t.add_argument("--batch-size", type=int, default=None, help="windows decoded together")
-    t.add_argument("--chunking", choices=("seek", "vad"), default="seek",
+    t.add_argument("--chunking", choices=CHUNKING, default="seek",
                    help="Whisper long audio: seek = sequential 30 s windows conditioned on the previous text; "
                         "vad = cut at silences into <= 30 s chunks decoded in parallel (faster)")
     t.add_argument("--format", "-f", choices=FORMATS, default="txt")

@@ -21,7 +21,18 @@ Feeds = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]   # (tokens [r
 
 
 def cache_names(prefix: str, layers: int) -> list[str]:
+    """[prefix_k0, prefix_v0, prefix_k1, ...]: a decoder's per-layer cache tensors."""
     return [f"{prefix}_{kv}{i}" for i in range(layers) for kv in "kv"]
+
+
+def bytes_per_token(layers: int, kv_heads: int, head_dim: int, itemsize: int = 4) -> int:
+    """Cache memory one token takes in one row: a key and a value per layer."""
+    return 2 * layers * kv_heads * head_dim * itemsize
+
+
+def keeps_all(indices: np.ndarray, n: int) -> bool:
+    """Whether selecting `indices` out of n keeps every one, in order (nothing to copy)."""
+    return len(indices) == n and np.array_equal(indices, np.arange(n))
 
 
 class KVCache:
@@ -72,7 +83,7 @@ class KVCache:
         """Keep (and duplicate) the given rows, in order, copying only the positions in use. The
         buffers are reused while the rows fit in them (beam search reorders every step)."""
         rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == self.rows and np.array_equal(rows, np.arange(self.rows)):
+        if keeps_all(rows, self.rows):
             return
         held = int(self.lengths[rows].max(initial=0))
         n = len(rows)

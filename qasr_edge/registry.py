@@ -145,23 +145,19 @@ def resolve(name_or_path: str | os.PathLike, precision: str | None = None) -> Pa
             raise RegistryError(f"{path}: not a model package or checkpoint folder")
         digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
         target = models_dir() / f"{path.name}-{digest}-{precision}"
-        if is_current(target):
-            return target
-        if precision == "int8-static":
-            raise _needs_calibration(str(path), target)
-        return _export(path, target, precision, path.name)
-    name = str(name_or_path)
-    if name not in REGISTRY:
-        raise RegistryError(f"unknown model '{name}': not a folder, and not a registry name "
-                            f"(known: {', '.join(REGISTRY)})")
-    target = models_dir() / f"{name}-{precision}"
+        label, name, source = str(path), path.name, lambda: path
+    else:
+        name = str(name_or_path)
+        if name not in REGISTRY:
+            raise RegistryError(f"unknown model '{name}': not a folder, and not a registry name "
+                                f"(known: {', '.join(REGISTRY)})")
+        target = models_dir() / f"{name}-{precision}"
+        label, source = name, lambda: REGISTRY[name].fetch(home() / "sources" / name)
     if is_current(target):
         return target
     if precision == "int8-static":
-        raise _needs_calibration(name, target)
-    entry = REGISTRY[name]
-    source = entry.fetch(home() / "sources" / name)
-    return _export(source, target, precision, name)
+        raise _needs_calibration(label, target)
+    return _export(source(), target, precision, name)
 
 
 def local_models() -> list[dict]:

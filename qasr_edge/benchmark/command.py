@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..options import CHUNKING
 from ..package import PRECISIONS
 
 EPILOG = ("Each side runs in a fresh process (peak RSS = that process's high-water mark, load = cold "
@@ -38,7 +39,7 @@ def add_bench_parser(sub) -> None:
                    help="CTranslate2 folder for faster-whisper (default: the checkpoint --model names)")
     w.add_argument("--beam-size", type=int, default=5)
     w.add_argument("--batch-size", type=int, default=None, help="our windows decoded together (default: profile's)")
-    w.add_argument("--chunking", choices=("seek", "vad"), default="seek",
+    w.add_argument("--chunking", choices=CHUNKING, default="seek",
                    help="our long-audio recipe: seek (sequential windows) or vad (silence-cut chunks in parallel, "
                         "like the batched peer)")
     w.add_argument("--peer-modes", nargs="+", choices=("sequential", "batched"), default=["sequential", "batched"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kvcache import cache_names  # noqa: F401  the graphs' cache names are the runtime's
 from . import require
 
 
@@ -107,11 +108,6 @@ def full_attention_function() -> Any:
             return out
 
     return FullAttention
-
-
-def cache_names(prefix: str, layers: int) -> list[str]:
-    """[prefix_k0, prefix_v0, prefix_k1, ...]: a decoder's per-layer cache tensors."""
-    return [f"{prefix}_{kv}{i}" for i in range(layers) for kv in "kv"]
 
 
 def rotary_tables(inv_freq: Any, max_positions: int) -> tuple[Any, Any]:

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ...batching import PaddingStats, plan_batches
+from ...kvcache import bytes_per_token
 from ...options import TranscribeOptions
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -114,7 +115,7 @@ class Qwen3ASRModel:
         d = self.package.dims
         audio_tokens = self.graphs.chunking.output_length(samples // HOP_LENGTH)
         tokens = audio_tokens + PROMPT_OVERHEAD + min(max_new, audio_tokens)
-        kv = 2 * d["n_layers"] * d["n_kv_heads"] * d["head_dim"] * 4
+        kv = bytes_per_token(d["n_layers"], d["n_kv_heads"], d["head_dim"])
         activations = (6 * d["hidden_size"] + 3 * d.get("intermediate_size", 3 * d["hidden_size"])) * 4
         return tokens * kv + (audio_tokens + PROMPT_OVERHEAD) * activations
 

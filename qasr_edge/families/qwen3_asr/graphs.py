@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...batching import fit_count
+from ...batching import encoder_row_bytes, fit_count
 from ...kvcache import CachedDecoderState, KVCache
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -32,11 +32,6 @@ class Qwen3ASRGraphs:
 
     # -- encoder -------------------------------------------------------------------------------
 
-    def encoder_row_bytes(self, tokens: int) -> int:
-        """Activations of one encoder row of `tokens` positions (an upper bound: attention scores as
-        if held whole, hidden states)."""
-        return 4 * (2 * self.audio_heads * tokens * tokens + 16 * tokens * self.audio_d_model)
-
     def encode(self, windows: list[Window], n_clips: int, budget_bytes: int = 1 << 30) -> list[np.ndarray]:
         """Audio embeddings [tokens, hidden] per clip, from all the clips' windows, encoded in
         calls of as many rows as the memory budget allows."""
@@ -46,7 +41,8 @@ class Qwen3ASRGraphs:
             by_shape.setdefault(w.mel.shape[2], []).append(i)
         outputs: dict[int, np.ndarray] = {}
         for indices in by_shape.values():
-            rows = fit_count(self.encoder_row_bytes(max(windows[i].tokens for i in indices)), budget_bytes,
+            longest = max(windows[i].tokens for i in indices)
+            rows = fit_count(encoder_row_bytes(self.audio_heads, longest, self.audio_d_model), budget_bytes,
                              MAX_ENCODER_ROWS)
             for start in range(0, len(indices), rows):
                 group = indices[start:start + rows]

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...batching import PaddingStats, fit_count
 from ...features import log_mel_spectrogram
+from ...kvcache import bytes_per_token, keeps_all
 from ...options import TranscribeOptions
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -120,9 +121,8 @@ class WhisperModel:
         """Memory one window adds to a decoding batch: its cross-attention keys and values, and a
         self-attention cache per beam (or sample) filled to the text context."""
         g = self.graphs
-        per_token = 2 * g.n_layers * g.n_heads * g.head_dim * 4
         width = max(options.beam_size, options.best_of)
-        return per_token * (g.n_audio_ctx + width * g.n_text_ctx)
+        return bytes_per_token(g.n_layers, g.n_heads, g.head_dim) * (g.n_audio_ctx + width * g.n_text_ctx)
 
     def detect_language(self, cross_kv: np.ndarray) -> list[list[tuple[str, float]]]:
         """Language probabilities (best first) for each window of an encoded batch."""
@@ -170,7 +170,7 @@ class WhisperModel:
         cross_kv = self.graphs.encode(np.stack([w for w, _ in windows]), self.profile.memory_budget_mb << 20)
         unknown = [i for i, j in enumerate(jobs) if j.language is None]
         if unknown:
-            subset = cross_kv if len(unknown) == len(jobs) else np.take(cross_kv, unknown, axis=2)
+            subset = cross_kv if keeps_all(np.asarray(unknown), len(jobs)) else np.take(cross_kv, unknown, axis=2)
             for i, probs in zip(unknown, self.detect_language(subset)):
                 jobs[i].language, jobs[i].language_probability = probs[0]
                 jobs[i].all_language_probs = probs
@@ -192,7 +192,7 @@ class WhisperModel:
             filters.append(TimestampRules(self.tokens, max_initial))
 
         def prefill(groups: list[int]) -> Prefilled:
-            every = list(groups) == list(range(cross_kv.shape[2]))      # no copy of 37 MB a window
+            every = keeps_all(np.asarray(groups), cross_kv.shape[2])   # no copy of 37 MB a window
             state, logits = self.graphs.prefill(
                 cross_kv if every else np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups],
                 [prompts[g][1] for g in groups], search.max_new_tokens)

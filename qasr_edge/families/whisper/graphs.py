@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...batching import fit_count
-from ...kvcache import CachedDecoderState, KVCache, cache_names
+from ...batching import encoder_row_bytes, fit_count
+from ...kvcache import CachedDecoderState, KVCache, cache_names, keeps_all
 from ...package import ModelPackage
 from ...profiles import Profile
 
@@ -31,11 +31,9 @@ class WhisperGraphs:
 
     def encode(self, mel: np.ndarray, budget_bytes: int = 1 << 30) -> np.ndarray:
         """mel [batch, n_mels, 3000] -> cross_kv [layers, 2, batch, heads, 1500, head_dim], in calls
-        of as many windows as the memory budget allows (attention scores dominate: 72 MB a layer
-        per window for whisper-base)."""
+        of as many windows as the memory budget allows."""
         mel = np.ascontiguousarray(mel, dtype=np.float32)
-        ctx = self.n_audio_ctx
-        per_window = 4 * (2 * self.n_audio_heads * ctx * ctx + 16 * ctx * self.n_audio_state)
+        per_window = encoder_row_bytes(self.n_audio_heads, self.n_audio_ctx, self.n_audio_state)
         step = fit_count(per_window, budget_bytes, len(mel))
         if step >= len(mel):
             return self.encoder.run(["cross_kv"], {"mel": mel})[0]
@@ -77,7 +75,7 @@ class WhisperGraphs:
         def keep_groups(kept: np.ndarray) -> dict[str, object]:
             # no reference to the state here: a cycle would keep its buffers alive until the next
             # garbage collection
-            if len(kept) != cross["kv"].shape[2] or np.any(kept != np.arange(len(kept))):
+            if not keeps_all(kept, cross["kv"].shape[2]):
                 cross["kv"] = np.take(cross["kv"], kept, axis=2)
                 cross["values"] = self.cross_values(cross["kv"])
             return cross["values"]
