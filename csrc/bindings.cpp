@@ -3,13 +3,16 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mel.hpp"
 #include "resample.hpp"
+#include "stream_buffer.hpp"
 
 namespace py = pybind11;
 
@@ -48,6 +51,12 @@ py::array_t<float> to_numpy(std::vector<float>&& data, std::size_t rows, std::si
   auto* owned = new std::vector<float>(std::move(data));
   py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<float>*>(p); });
   return py::array_t<float>({rows, cols}, owned->data(), free_when_done);
+}
+
+py::array_t<float> to_numpy(std::vector<float>&& data) {
+  auto* owned = new std::vector<float>(std::move(data));
+  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<float>*>(p); });
+  return py::array_t<float>(static_cast<py::ssize_t>(owned->size()), owned->data(), free_when_done);
 }
 
 py::array_t<float> log_mel(const py::handle& audio_obj, long n_mels_arg) {
@@ -127,10 +136,84 @@ py::array_t<float> stream_flush(qasr::MelStream& stream) {
   return to_numpy(std::move(frames), n_mels, frames.size() / n_mels);
 }
 
+// --- StreamBuffer: counts and indices arrive as Python ints, checked here for sign ---
+
+std::uint64_t checked_count(long long value, const char* name) {
+  if (value < 1) throw py::value_error(std::string("StreamBuffer: ") + name + " must be >= 1, got " + std::to_string(value));
+  return static_cast<std::uint64_t>(value);
+}
+
+qasr::StreamBuffer* make_stream_buffer(long n_mels, long long chunk_frames, long long window_chunks,
+                                       long long history_samples) {
+  const std::size_t mels = checked_n_mels(n_mels);
+  const std::uint64_t chunk = checked_count(chunk_frames, "chunk_frames");
+  const std::uint64_t chunks = checked_count(window_chunks, "window_chunks");
+  if (history_samples < 0) {  // the C++ side checks the minimum of non-negative values
+    throw py::value_error("StreamBuffer: history_samples must be >= " +
+                          std::to_string(qasr::min_history_samples(chunk, chunks)) + ", got " +
+                          std::to_string(history_samples));
+  }
+  return new qasr::StreamBuffer(mels, chunk, chunks, static_cast<std::uint64_t>(history_samples));
+}
+
+// A stream position for a read: negative ones are outside every held range.
+std::uint64_t checked_position(long long value, const char* what, std::uint64_t first, std::uint64_t end) {
+  if (value < 0) {
+    throw py::index_error(std::string("StreamBuffer.") + what + ": position " + std::to_string(value) +
+                          " is negative; the held range is [" + std::to_string(first) + ", " + std::to_string(end) + ")");
+  }
+  return static_cast<std::uint64_t>(value);
+}
+
+py::array_t<float> buffer_samples(const qasr::StreamBuffer& buffer, long long start, long long stop) {
+  const std::uint64_t first = buffer.first_sample(), end = buffer.samples_seen();
+  const std::uint64_t a = checked_position(start, "samples", first, end);
+  const std::uint64_t b = checked_position(stop, "samples", first, end);
+  std::vector<float> out;
+  {
+    py::gil_scoped_release release;
+    out = buffer.samples(a, b);
+  }
+  return to_numpy(std::move(out));
+}
+
+py::array_t<float> buffer_frames(const qasr::StreamBuffer& buffer, long long start, long long stop) {
+  const std::uint64_t first = buffer.first_frame(), end = buffer.frames_ready();
+  const std::uint64_t a = checked_position(start, "frames", first, end);
+  const std::uint64_t b = checked_position(stop, "frames", first, end);
+  std::vector<float> out;
+  {
+    py::gil_scoped_release release;
+    out = buffer.frames(a, b);
+  }
+  return to_numpy(std::move(out), buffer.n_mels(), static_cast<std::size_t>(b - a));
+}
+
+std::uint64_t buffer_accept(qasr::StreamBuffer& buffer, const py::handle& pcm_obj) {
+  FloatArray pcm = as_pcm(pcm_obj, "StreamBuffer.accept");
+  py::gil_scoped_release release;
+  return buffer.accept(pcm.data(), static_cast<std::size_t>(pcm.shape(0)));
+}
+
+std::uint64_t buffer_finish(qasr::StreamBuffer& buffer) {
+  py::gil_scoped_release release;
+  return buffer.finish();
+}
+
+std::pair<std::uint64_t, std::uint64_t> buffer_window(const qasr::StreamBuffer& buffer, long long i) {
+  if (i < 0) throw py::index_error("StreamBuffer.window: window " + std::to_string(i) + " is negative");
+  return buffer.window(static_cast<std::uint64_t>(i));
+}
+
+void buffer_drop_before(qasr::StreamBuffer& buffer, long long frame) {
+  if (frame < 0) throw py::value_error("StreamBuffer.drop_before: frame must be >= 0, got " + std::to_string(frame));
+  buffer.drop_before(static_cast<std::uint64_t>(frame));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "qasr_edge C++ audio core: log-mel front end, streaming mel, resampler";
+  m.doc() = "qasr_edge C++ audio core: log-mel front end, streaming mel, stream buffer, resampler";
   m.attr("SAMPLE_RATE") = qasr::kMelSampleRate;
   m.attr("N_FFT") = qasr::kFftSize;
   m.attr("HOP_LENGTH") = qasr::kHopLength;
@@ -156,4 +239,49 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("samples_seen", &qasr::MelStream::samples_seen)
       .def_property_readonly("frames_emitted", &qasr::MelStream::frames_emitted)
       .def_property_readonly("finished", &qasr::MelStream::finished);
+
+  using SB = qasr::StreamBuffer;
+  py::class_<SB>(m, "StreamBuffer",
+                 "Bounded streaming state: the last history_samples of PCM, their raw log-mel frames "
+                 "(equal to log_mel() over all the audio), and the encoder's chunk/attention-window "
+                 "bookkeeping.  Positions are absolute sample / frame indices in the stream.")
+      .def(py::init(&make_stream_buffer), py::arg("n_mels"), py::arg("chunk_frames"), py::arg("window_chunks"),
+           py::arg("history_samples"))
+      .def("accept", &buffer_accept, py::arg("pcm"),
+           "Append float32[N] samples (N may be 0); returns the number of new frames.")
+      .def("finish", &buffer_finish,
+           "End of stream: store the tail frames (reflect padding at the end); returns their number.")
+      .def("reset", &SB::reset, "Forget all audio; start a new stream.")
+      .def("samples", &buffer_samples, py::arg("start"), py::arg("stop"),
+           "Copy of samples [start, stop), float32[stop - start]; IndexError outside "
+           "[first_sample, samples_seen).")
+      .def("frames", &buffer_frames, py::arg("start"), py::arg("stop"),
+           "Copy of raw log-mel frames [start, stop), float32[n_mels, stop - start]; IndexError outside "
+           "[first_frame, frames_ready).")
+      .def("drop_before", &buffer_drop_before, py::arg("frame"),
+           "Frames before `frame` (and samples before frame * 160) will not be read again.")
+      .def("window", &buffer_window, py::arg("i"),
+           "(start_frame, stop_frame) of attention window i, cut at frames_ready.")
+      .def_property_readonly("n_mels", &SB::n_mels)
+      .def_property_readonly("chunk_frames", &SB::chunk_frames, "Frames per encoder (conv) chunk.")
+      .def_property_readonly("window_chunks", &SB::window_chunks, "Chunks per attention window.")
+      .def_property_readonly("window_frames", &SB::window_frames, "Frames per attention window.")
+      .def_property_readonly("history_samples", &SB::history_samples, "PCM ring capacity, samples.")
+      .def_property_readonly("frame_capacity", &SB::frame_capacity,
+                             "Frame ring capacity, frames: history_samples // 160 + 1.")
+      .def_property_readonly("samples_seen", &SB::samples_seen)
+      .def_property_readonly("frames_ready", &SB::frames_ready, "Frames produced so far.")
+      .def_property_readonly("finished", &SB::finished)
+      .def_property_readonly("first_sample", &SB::first_sample, "Oldest sample still held.")
+      .def_property_readonly("first_frame", &SB::first_frame, "Oldest frame still held.")
+      .def_property_readonly("complete_chunks", &SB::complete_chunks,
+                             "Whole chunks produced, plus the partial tail chunk after finish().")
+      .def_property_readonly("final_windows", &SB::final_windows,
+                             "Attention windows whose frames are all present and final (after finish(), "
+                             "the partial last window too).")
+      .def_property_readonly("open_window", &SB::open_window,
+                             "(start_frame, stop_frame) of the window after the final ones; start == stop when "
+                             "nothing is open.")
+      .def_property_readonly("dropped_windows", &SB::dropped_windows,
+                             "Whole windows entirely before first_frame (their frames are gone).");
 }
