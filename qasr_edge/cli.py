@@ -1,4 +1,4 @@
-"""The `qasr-edge` command: transcribe, export, models, profiles, bench."""
+"""The `qasr-edge` command: transcribe, stream, dictate, export, models, profiles, bench."""
 
 from __future__ import annotations
 
@@ -65,6 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default=None)
     e.add_argument("--overwrite", action="store_true")
 
+    for name, text in (("stream", "transcribe a file or raw PCM on stdin as a live stream (JSONL events)"),
+                       ("dictate", "live text from the microphone")):
+        st = sub.add_parser(name, help=text)
+        if name == "stream":
+            st.add_argument("audio", help="audio file, or - for raw 16 kHz 16-bit mono PCM on stdin")
+            st.add_argument("--realtime", action="store_true", help="feed the file at real speed (default: as fast as possible)")
+        else:
+            st.add_argument("--device", default=None, help="input device (number or name; default: the system's)")
+        _add_runtime_args(st)
+        st.add_argument("--language", "-l", default=None, help="language code (default: detect per utterance)")
+        st.add_argument("--context", default="", help="text that comes before the stream")
+        st.add_argument("--chunk-ms", type=int, default=None, help="decode every this much audio (default: the profile's, 640)")
+        st.add_argument("--endpoint-ms", type=int, default=800, help="silence that ends an utterance")
+        st.add_argument("--beam-size", "-b", type=int, default=1)
+        st.add_argument("--no-partials", action="store_true", help="emit final events only")
+
     m = sub.add_parser("models", help="list model packages")
     m.add_argument("action", nargs="?", choices=("list",), default="list")
     m.add_argument("--json", action="store_true")
@@ -116,6 +132,62 @@ def cmd_transcribe(args) -> int:
     return 1 if failed else 0
 
 
+def _open_stream(args):
+    from .model import load_model
+
+    model = load_model(args.model, profile=args.profile, threads=args.threads, precision=args.precision)
+    return model.stream(language=args.language, context=args.context, chunk_ms=args.chunk_ms,
+                        endpoint_ms=args.endpoint_ms, beam_size=args.beam_size, partials=not args.no_partials)
+
+
+def cmd_stream(args) -> int:
+    from .streaming.sources import file_chunks, paced, pcm_chunks
+
+    session = _open_stream(args)
+    size = session.options.chunk_samples
+    chunks = pcm_chunks(sys.stdin.buffer, size) if args.audio == "-" else file_chunks(args.audio, size)
+    if args.realtime:
+        chunks = paced(chunks)
+
+    def show(events) -> None:
+        for e in events:
+            sys.stdout.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    for chunk in chunks:
+        show(session.feed(chunk))
+    show(session.finish())
+    return 0
+
+
+def cmd_dictate(args) -> int:
+    from .streaming.sources import microphone_chunks
+
+    device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+    session = _open_stream(args)
+    shown = ""
+    live = sys.stdout.isatty()
+
+    def show(events) -> None:
+        nonlocal shown
+        for e in events:
+            if e.type == "final":
+                sys.stdout.write(("\r\033[K" if live else "") + e.text.strip() + "\n")
+                shown = ""
+            elif live:
+                shown = e.text.strip()
+                sys.stdout.write("\r\033[K" + shown)
+        sys.stdout.flush()
+
+    try:
+        for chunk in microphone_chunks(session.options.chunk_samples, device):
+            show(session.feed(chunk))
+    except KeyboardInterrupt:
+        pass
+    show(session.finish())
+    return 0
+
+
 def cmd_export(args) -> int:
     from .profiles import load_profile
     from .registry import REGISTRY, home
@@ -158,7 +230,8 @@ def cmd_profiles(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"transcribe": cmd_transcribe, "export": cmd_export, "models": cmd_models,
-               "profiles": cmd_profiles, "bench": cmd_bench}[args.command]
+               "profiles": cmd_profiles, "bench": cmd_bench,
+               "stream": cmd_stream, "dictate": cmd_dictate}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

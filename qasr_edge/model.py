@@ -59,6 +59,17 @@ class Model:
             self.last_stats = {k: v.to_dict() for k, v in getattr(self.family, "stats", {}).items()}
         return results  # type: ignore[return-value]
 
+    def stream(self, language: str | None = None, context: str = "", chunk_ms: int | None = None,
+               **options: Any):
+        """Open a streaming session: `feed(pcm)` returns the events that became ready, `finish()`
+        flushes. Options: see qasr_edge.streaming.StreamOptions (chunk_ms defaults to the
+        profile's)."""
+        from .streaming import StreamOptions
+
+        opts = StreamOptions.from_kwargs(language=language, context=context,
+                                         chunk_ms=chunk_ms or self.profile.chunk_ms, **options)
+        return self.family.open_stream(opts)
+
 
 def load_model(name_or_path: str | os.PathLike = "whisper-base", profile: str | Profile | None = None,
                threads: int | None = None, precision: str | None = None) -> Model:

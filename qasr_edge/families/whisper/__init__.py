@@ -124,6 +124,11 @@ class WhisperModel:
         width = max(options.beam_size, options.best_of)
         return bytes_per_token(g.n_layers, g.n_heads, g.head_dim) * (g.n_audio_ctx + width * g.n_text_ctx)
 
+    def open_stream(self, options):
+        from ...streaming.whisper import WhisperStream
+
+        return WhisperStream(self, options)
+
     def detect_language(self, cross_kv: np.ndarray) -> list[list[tuple[str, float]]]:
         """Language probabilities (best first) for each window of an encoded batch."""
         _, logits = self.graphs.prefill(cross_kv, [[self.tokens.sot]] * cross_kv.shape[2])
@@ -177,6 +182,16 @@ class WhisperModel:
 
         prompts = [self._prompt(j, options) for j in jobs]
         self.stats["prompt"].add([len(p) for p, _ in prompts])
+        decoded = self.decode_prompts(cross_kv, prompts, options, [j.seek for j in jobs])
+        for job, (_, size), d in zip(jobs, windows, decoded):
+            self._advance(job, size, d, options)
+
+    def decode_prompts(self, cross_kv: np.ndarray, prompts: list[tuple[list[int], int]],
+                       options: TranscribeOptions, seeds: list[int]) -> list[Decoded]:
+        """Search every encoded window of `cross_kv` (axis 2) after its prompt (token ids, index of
+        the start-of-transcript token) with the options' beams, filters and temperature fallback.
+        Window i samples from a generator seeded by (options.seed, seeds[i]), so results do not
+        depend on which other windows share the batch."""
         room = self.graphs.n_text_ctx - max(len(p) for p, _ in prompts)
         max_new = room if options.max_new_tokens is None else min(options.max_new_tokens, room)
         search = SearchOptions(beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
@@ -199,12 +214,8 @@ class WhisperModel:
             no_speech = np.exp(log_softmax(logits[:, 0]))[:, self.tokens.no_speech]
             return Prefilled(state, logits[:, 1], filters, no_speech)
 
-        # Each window samples from its own generator, seeded by the window's position in its input,
-        # so results do not depend on which other inputs share the batch.
-        rngs = [np.random.default_rng((options.seed, j.seek)) for j in jobs]
-        decoded = decode_with_fallback(prefill, len(jobs), search, options.fallback, self.tokenizer.decode, rngs)
-        for job, (_, size), d in zip(jobs, windows, decoded):
-            self._advance(job, size, d, options)
+        rngs = [np.random.default_rng((options.seed, s)) for s in seeds]
+        return decode_with_fallback(prefill, len(prompts), search, options.fallback, self.tokenizer.decode, rngs)
 
     def _advance(self, job: _Job, size: int, d: Decoded, options: TranscribeOptions) -> None:
         """Turn one window's result into segments and move the job's seek forward."""
