@@ -32,4 +32,5 @@ def local_agreement(previous: Sequence[int], current: Sequence[int], starts_word
 def rollback(tokens: Sequence[int], keep_provisional: int, starts_word: Callable[[int], bool]) -> int:
     """How many leading tokens to commit when the last `keep_provisional` stay open (the official
     Qwen3-ASR streaming policy), whole words only."""
-    return complete_words(tokens, max(0, len(tokens) - keep_provisional), starts_word)
+    # a word just before the provisional tail is whole when the tail's first token starts a new one
+    return complete_words(tokens, min(len(tokens), max(0, len(tokens) - keep_provisional) + 1), starts_word)

@@ -74,6 +74,11 @@ class Qwen3ASRModel:
         at = ids.index(self.audio_pad)
         return ids[:at] + [self.audio_pad] * n_audio + ids[at + 1:]
 
+    def open_stream(self, options):
+        from ...streaming.qwen3_asr import Qwen3ASRStream
+
+        return Qwen3ASRStream(self, options)
+
     def transcribe(self, audios: list[np.ndarray], options: TranscribeOptions,
                    progress: Callable[[float], None] | None = None) -> list[Transcript]:
         language = language_name(options.language)

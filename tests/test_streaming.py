@@ -1,0 +1,328 @@
+"""Streaming sessions: pure pieces (commit policies, endpointing, events), then whisper-base and a
+tiny Qwen3-ASR fed as live streams: the same finals whatever the feed granularity, reuse on and
+off giving the same tokens, silence giving no text, well-formed events, many streams batched."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+
+import qasr_edge
+from qasr_edge.audio import load_audio
+from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
+from qasr_edge.streaming.agreement import complete_words, local_agreement, rollback
+from qasr_edge.streaming.endpoint import Endpointer
+from qasr_edge.streaming.whisper import parse_hypothesis
+
+import qwen3_tiny as tiny
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLIPS = json.loads((FIXTURES / "fixtures.json").read_text())
+SR = 16000
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def run(session, audio: np.ndarray, piece: int) -> list[StreamEvent]:
+    events = []
+    for i in range(0, len(audio), piece):
+        events += session.feed(audio[i:i + piece])
+    return events + session.finish()
+
+
+def finals(events) -> list[tuple[int, ...]]:
+    return [e.tokens for e in events if e.type == "final"]
+
+
+def text(events) -> str:
+    return "".join(e.text for e in events if e.type == "final").strip()
+
+
+def assert_well_formed(events, duration: float) -> None:
+    last_end, last_emit = 0.0, 0.0
+    for e in events:
+        assert e.type in ("partial", "final")
+        assert e.text and 0.0 <= e.start <= e.end <= duration + 0.05, e
+        assert e.emitted_at >= last_emit and e.emitted_at <= duration + 1e-6, e
+        last_emit = e.emitted_at
+        if e.type == "final":
+            assert e.start >= last_end - 1e-6, "finals arrive in order"
+            last_end = e.end
+        d = e.to_dict()
+        assert set(d) >= {"type", "text", "start", "end", "emitted_at", "language"}
+        json.dumps(d)
+
+
+# --- pure pieces ----------------------------------------------------------------------------
+
+def starts_word(t: int) -> bool:
+    return t >= 100   # in these tests, ids >= 100 begin a word
+
+
+def test_local_agreement_commits_whole_agreed_words():
+    prev = [100, 5, 101, 102, 6]
+    assert local_agreement(prev, [100, 5, 101, 103], starts_word) == 2     # "100 5" is whole: 101 follows
+    assert local_agreement(prev, [100, 5, 101, 102, 7], starts_word) == 3
+    assert local_agreement(prev, [104, 5], starts_word) == 0
+    assert local_agreement([], [100, 101], starts_word) == 0
+    assert complete_words([100, 101, 102], 3, starts_word) == 2
+    assert rollback([100, 101, 102, 103, 104, 105], 2, starts_word) == 4
+    assert rollback([100, 5, 5, 5], 1, starts_word) == 0               # one word still open: nothing
+
+
+def test_endpointer_hysteresis_and_padding():
+    ep = Endpointer(512, threshold=0.5, endpoint_ms=320, pad_ms=64)    # 10 quiet frames end it, 2 frames pad
+    probs = np.array([0.1] * 5 + [0.9] * 20 + [0.4] * 3 + [0.9] * 5 + [0.1] * 12, dtype=np.float32)
+    ended = ep.push(probs)
+    assert len(ended) == 1 and ep.current is None
+    assert ended[0].start == (5 - 2) * 512                       # speech onset minus the pad
+    assert ended[0].end == (33 + 2) * 512                        # 0.4 is above the low threshold: still speech
+    assert ep.push(np.array([0.9], np.float32)) == [] and ep.in_speech
+
+
+def test_hypothesis_times_from_timestamps():
+    tb = 1000
+    h = parse_hypothesis([tb + 0, 1, 2, tb + 50, tb + 50, 3, tb + 100, 4], tb, 3.0, lambda t: 1)
+    assert h.tokens == [1, 2, 3, 4]
+    assert np.allclose(h.ends, [0.5, 1.0, 2.0, 3.0]) and np.allclose(h.starts, [0.0, 0.5, 1.0, 2.0])
+    assert h.segment_ends == [2, 3] and np.allclose(h.segment_times, [1.0, 2.0])
+
+
+def test_options_and_events_are_checked():
+    with pytest.raises(ValueError):
+        StreamOptions(chunk_ms=645)
+    with pytest.raises(ValueError):
+        StreamOptions(max_segment_s=40)
+    with pytest.raises(TypeError, match="chunk_size"):
+        StreamOptions.from_kwargs(chunk_size=3)
+    with pytest.raises(ValueError):
+        StreamEvent("draft", "x", 0, 1, None, 1)
+    assert StreamOptions(chunk_ms=320).chunk_samples == 5120
+
+
+# --- whisper-base ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def whisper(whisper_base_package):
+    return qasr_edge.load_model(whisper_base_package, threads=2)
+
+
+@pytest.fixture(scope="module")
+def english():
+    return load_audio(FIXTURES / "en_weather.wav")
+
+
+@pytest.fixture(scope="module")
+def whisper_640(whisper, english):
+    return run(whisper.stream(chunk_ms=640), english, 10240)
+
+
+def test_whisper_stream_is_accurate_and_well_formed(whisper, whisper_640, english):
+    ref = next(c["text"] for c in CLIPS["clips"] if c["file"] == "en_weather.wav")
+    offline = whisper.transcribe(english)[0].text
+    streamed = text(whisper_640)
+    assert jiwer.wer(normalise(offline), normalise(streamed)) <= 0.15, (offline, streamed)
+    assert jiwer.wer(normalise(ref), normalise(streamed)) <= 0.25, (ref, streamed)
+    assert_well_formed(whisper_640, len(english) / SR)
+    assert any(e.type == "partial" for e in whisper_640)
+    assert {e.language for e in whisper_640} == {"en"}
+    # finals come before the end of the audio: the stream commits while it listens
+    assert min(e.emitted_at for e in whisper_640 if e.type == "final") < len(english) / SR - 1.0
+
+
+@pytest.mark.parametrize("piece", [1, 160, "all"])
+def test_whisper_finals_do_not_depend_on_feed_granularity(whisper, whisper_640, english, piece):
+    audio = english[:4 * SR] if piece == 1 else english   # one sample at a time is slow in Python
+    reference = whisper_640 if piece != 1 else run(whisper.stream(chunk_ms=640), audio, 10240)
+    got = run(whisper.stream(chunk_ms=640), audio, len(audio) if piece == "all" else piece)
+    assert finals(got) == finals(reference)
+    assert [(e.type, e.emitted_at) for e in got] == [(e.type, e.emitted_at) for e in reference]
+
+
+def test_whisper_silence_and_noise_give_no_text(whisper):
+    rng = np.random.default_rng(0)
+    quiet = np.concatenate([np.zeros(3 * SR), 0.003 * rng.standard_normal(4 * SR)]).astype(np.float32)
+    assert run(whisper.stream(), quiet, 10240) == []
+
+
+def test_whisper_stream_survives_bad_chunks(whisper, whisper_640, english):
+    s = whisper.stream(chunk_ms=640)
+    events = []
+    for i in range(0, len(english), 10240):
+        with pytest.raises(TypeError):
+            s.feed(np.ones(100, dtype=np.int32))
+        with pytest.raises(ValueError):
+            s.feed(np.full(10, np.nan, dtype=np.float32))
+        events += s.feed(english[i:i + 10240])
+    events += s.finish()
+    assert finals(events) == finals(whisper_640)
+    with pytest.raises(RuntimeError):
+        s.feed(english[:100])
+
+
+def test_int16_pcm_is_accepted(whisper, english):
+    pcm = np.clip(english * 32768, -32768, 32767).astype(np.int16)
+    got = run(whisper.stream(chunk_ms=640), pcm, 10240)
+    assert normalise(text(got)) and jiwer.wer(normalise(text(got)), normalise(text(
+        run(whisper.stream(chunk_ms=640), pcm.astype(np.float32) / 32768, 10240)))) == 0
+
+
+def test_long_stream_commits_in_utterances(whisper):
+    audio = load_audio(FIXTURES / "long_en.wav")
+    events = run(whisper.stream(chunk_ms=640), audio, 10240)
+    assert_well_formed(events, len(audio) / SR)
+    ref = " ".join(CLIPS["long"]["sentences"])
+    assert jiwer.wer(normalise(ref), normalise(text(events))) <= 0.15
+    lags = [e.emitted_at - e.end for e in events if e.type == "final"]
+    assert len(lags) >= 12 and np.median(lags) < 3.0   # commits follow the speech, not the end of the file
+
+
+def test_scheduler_batches_streams_and_keeps_each_result(whisper, english):
+    other = load_audio(FIXTURES / "en_flite.wav")
+    alone = [run(whisper.stream(chunk_ms=640), a, 10240) for a in (english, other)]
+    sessions = [whisper.stream(chunk_ms=640) for _ in range(2)]
+    scheduler = StreamScheduler()
+    got = [[], []]
+    for i in range(0, max(len(english), len(other)), 10240):
+        chunks = [(s, a[i:i + 10240]) for s, a in zip(sessions, (english, other)) if i < len(a)]
+        chunks.append((sessions[0], np.ones(3, dtype=np.int64)))   # a bad chunk fails that step only
+        out = scheduler.step(chunks)
+        assert isinstance(out[-1], TypeError)
+        for (s, _), events in zip(chunks[:-1], out[:-1]):
+            got[sessions.index(s)] += events
+    for k, events in enumerate(scheduler.step([(s, FINISH) for s in sessions])):
+        got[k] += events
+    for mine, solo in zip(got, alone):
+        assert jiwer.wer(normalise(text(solo)), normalise(text(mine))) <= 0.1
+    assert scheduler.items[("encode",)] > scheduler.calls[("encode",)]   # windows of both streams shared calls
+
+
+# --- Qwen3-ASR (tiny random checkpoint) ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    from qasr_edge.tooling.export import export
+
+    root = tmp_path_factory.mktemp("qwen3-stream")
+    return qasr_edge.load_model(export(tiny.build_checkpoint(root / "ckpt"), root / "pkg"), threads=2)
+
+
+@pytest.fixture(scope="module")
+def speech_with_pause(english):
+    return np.concatenate([english, np.zeros(2 * SR, np.float32), english[:10 * SR]])
+
+
+@pytest.fixture(scope="module")
+def qwen_640(qwen, speech_with_pause):
+    return run(qwen.stream(chunk_ms=640, language="en"), speech_with_pause, 10240)
+
+
+def test_qwen_reuse_gives_the_same_tokens_as_recomputing(qwen, qwen_640, speech_with_pause):
+    again = run(qwen.stream(chunk_ms=640, language="en", reuse=False), speech_with_pause, 10240)
+    assert finals(qwen_640) and finals(again) == finals(qwen_640)
+    assert [e.tokens for e in again] == [e.tokens for e in qwen_640]   # partials too
+
+
+def test_qwen_reuse_skips_finished_windows_and_cached_prompt(qwen, speech_with_pause):
+    counts = {}
+    for reuse in (True, False):
+        s = qwen.stream(chunk_ms=640, language="en", reuse=reuse)
+        encoded, prefilled = [], []
+        graphs = qwen.family.graphs
+        encode = graphs.encode
+        graphs.encode = lambda windows, *a, **k: (encoded.append(len(windows)), encode(windows, *a, **k))[1]
+        generate = s._generate
+        s._generate = lambda *a: (generate(*a), prefilled.append(s.reused_positions))[0]
+        try:
+            run(s, speech_with_pause, 10240)
+        finally:
+            graphs.encode = encode
+        counts[reuse] = sum(encoded), prefilled
+    assert counts[True][0] < counts[False][0]            # finished windows are not encoded again
+    assert max(counts[True][1]) > 0 and max(counts[False][1]) == 0   # the cache's prefix was reused
+
+
+@pytest.mark.parametrize("piece", [160, "all"])
+def test_qwen_finals_do_not_depend_on_feed_granularity(qwen, qwen_640, speech_with_pause, piece):
+    got = run(qwen.stream(chunk_ms=640, language="en"), speech_with_pause,
+              len(speech_with_pause) if piece == "all" else piece)
+    assert finals(got) == finals(qwen_640)
+
+
+def test_qwen_stream_events_and_silence(qwen, qwen_640, speech_with_pause):
+    assert_well_formed(qwen_640, len(speech_with_pause) / SR)
+    assert len(finals(qwen_640)) >= 2   # the pause ends the first utterance
+    assert run(qwen.stream(language="en"), np.zeros(5 * SR, np.float32), 10240) == []
+
+
+def test_qwen_segments_are_bounded(qwen, english):
+    long = np.concatenate([english, english, english])
+    s = qwen.stream(chunk_ms=640, language="en", max_segment_s=6, endpoint_ms=5000)
+    events = run(s, long, 10240)
+    fin = [e for e in events if e.type == "final"]
+    assert len(fin) >= len(long) / SR / 6 - 1
+    assert_well_formed(events, len(long) / SR)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def test_cli_stream_prints_jsonl_events(whisper_base_package, whisper_640, english):
+    wav = FIXTURES / "en_weather.wav"
+    out = subprocess.run([sys.executable, "-m", "qasr_edge.cli", "stream", str(wav), "--model",
+                          str(whisper_base_package), "--chunk-ms", "640", "--threads", "2"],
+                         capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [tuple(e["tokens"]) for e in events if e["type"] == "final"] == finals(whisper_640)
+    assert all(set(e) >= {"type", "text", "start", "end", "emitted_at"} for e in events)
+    pcm = np.clip(english * 32768, -32768, 32767).astype("<i2").tobytes()
+    piped = subprocess.run([sys.executable, "-m", "qasr_edge.cli", "stream", "-", "--model",
+                            str(whisper_base_package), "--no-partials"], input=pcm, capture_output=True, check=True,
+                           cwd=tempfile.gettempdir())
+    lines = [json.loads(line) for line in piped.stdout.decode().splitlines()]
+    assert lines and all(e["type"] == "final" for e in lines)
+    assert jiwer.wer(normalise(text(whisper_640)), normalise("".join(e["text"] for e in lines))) <= 0.1
+
+
+def test_dictate_reads_a_file_backed_input(whisper_base_package, english, monkeypatch, capsys):
+    """`dictate` through a stand-in for sounddevice that plays a file as the microphone."""
+    from qasr_edge import cli
+
+    class FileInput:
+        def __init__(self, samplerate, channels, dtype, blocksize, device, callback):
+            assert samplerate == SR and channels == 1
+            self.callback, self.blocksize, self.active = callback, blocksize, True
+
+        def __enter__(self):
+            for i in range(0, len(english), self.blocksize):
+                block = english[i:i + self.blocksize]
+                self.callback(block[:, None], len(block), None, None)
+            self.active = False
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    fake = types.SimpleNamespace(InputStream=FileInput, query_devices=lambda device=None, kind=None: {"name": "file"})
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    assert cli.main(["dictate", "--model", str(whisper_base_package)]) == 0
+    printed = capsys.readouterr().out
+    offline = qasr_edge.load_model(whisper_base_package).transcribe(english)[0].text
+    assert jiwer.wer(normalise(offline), normalise(printed)) <= 0.15
+
+
+def test_dictate_without_an_input_device_says_so(whisper_base_package):
+    out = subprocess.run([sys.executable, "-m", "qasr_edge.cli", "dictate", "--model", str(whisper_base_package)],
+                         capture_output=True, text=True, cwd=tempfile.gettempdir())
+    assert out.returncode == 2
+    assert "audio input" in out.stderr or "sounddevice" in out.stderr, out.stderr
