@@ -21,6 +21,7 @@ from qasr_edge.audio import load_audio
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
 from qasr_edge.streaming.agreement import complete_words, local_agreement, rollback
 from qasr_edge.streaming.endpoint import Endpointer
+from qasr_edge.streaming.session import drive
 from qasr_edge.streaming.whisper import parse_hypothesis
 
 import qwen3_tiny as tiny
@@ -326,3 +327,25 @@ def test_dictate_without_an_input_device_says_so(whisper_base_package):
                          capture_output=True, text=True, cwd=tempfile.gettempdir())
     assert out.returncode == 2
     assert "audio input" in out.stderr or "sounddevice" in out.stderr, out.stderr
+
+
+def test_coalesced_updates_catch_up_at_chunk_boundaries(whisper, whisper_640, english):
+    """A stream fed 2.5 chunks at a time with coalescing decodes once per feed, at a chunk
+    boundary, and still commits the same text."""
+    s = whisper.stream(chunk_ms=640)
+    decoded = []
+    update = s._update
+
+    def counting(final):
+        decoded.append(s.samples_fed)
+        return update(final)
+
+    s._update = counting
+    events = []
+    for i in range(0, len(english), 25600):
+        for u in s.updates(english[i:i + 25600], coalesce=True):
+            events += drive(u)
+    events += s.finish()
+    assert all(n % 10240 == 0 for n in decoded[:-1])
+    assert len(decoded) - 1 <= -(-len(english) // 25600)
+    assert jiwer.wer(normalise(text(whisper_640)), normalise(text(events))) <= 0.15

@@ -20,13 +20,16 @@ class StreamScheduler:
         self.calls: dict[Any, int] = {}    # batched calls made, by work kind (for benchmarks)
         self.items: dict[Any, int] = {}    # ...and the work items they carried
 
-    def step(self, inputs: Sequence[tuple[StreamSession, Any]]) -> list[list[StreamEvent] | Exception]:
+    def step(self, inputs: Sequence[tuple[StreamSession, Any]], coalesce: bool = False
+             ) -> list[list[StreamEvent] | Exception]:
+        """With `coalesce`, a stream given more than a chunk of audio decodes once, at its last
+        chunk boundary (what a real-time server does when it falls behind)."""
         results: list[list[StreamEvent] | Exception] = [[] for _ in inputs]
         queues: dict[int, Iterator[Update]] = {}
         running: dict[int, Update] = {}
         waiting: dict[int, Work] = {}
         for i, (session, pcm) in enumerate(inputs):
-            queues[i] = session.finish_updates() if pcm is FINISH else session.updates(pcm)
+            queues[i] = session.finish_updates() if pcm is FINISH else session.updates(pcm, coalesce)
             self._start_next(i, queues, running, waiting, results)
         while waiting:
             groups: dict[Any, list[int]] = {}

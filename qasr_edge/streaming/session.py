@@ -82,19 +82,25 @@ class StreamSession:
 
     # -- for the scheduler --------------------------------------------------------------------
 
-    def updates(self, pcm: Any):
-        """Accept samples; yield the updates that the audio fed makes due, in order."""
+    def updates(self, pcm: Any, coalesce: bool = False):
+        """Accept samples; yield the updates that the audio fed makes due, in order (drive each
+        before taking the next). With `coalesce`, only the last of them runs: a stream that
+        fell behind catches up in one update (at a chunk boundary still) instead of one per chunk."""
         if self.finished:
             raise RuntimeError("the stream is finished; open a new one")
         x = as_pcm(pcm)
+        chunk = self.options.chunk_samples
         pos = 0
         while pos < len(x):
-            take = min(len(x) - pos, self._next_update - self.samples_fed)
+            due = self._next_update
+            if coalesce:   # the last boundary this piece reaches, if it reaches one
+                due += max(0, (self.samples_fed + len(x) - pos - due) // chunk) * chunk
+            take = min(len(x) - pos, due - self.samples_fed)
             self._accept(x[pos:pos + take])
             self.samples_fed += take
             pos += take
-            if self.samples_fed == self._next_update:
-                self._next_update += self.options.chunk_samples
+            if self.samples_fed == due:
+                self._next_update = due + chunk
                 yield self._update(final=False)
 
     def finish_updates(self):
