@@ -48,6 +48,10 @@ def add_bench_parser(sub) -> None:
                    help="faster-whisper compute type (default: float32 for fp32, int8 otherwise)")
     _common(w)
 
+    from .stream import add_parser as add_stream_parser
+
+    add_stream_parser(workloads)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", "-p", default=None, help="our device profile (default: cpu)")
@@ -64,6 +68,10 @@ def _log(message: str) -> None:
 def cmd_bench(args) -> int:
     from .harness import machine, report, run_sides
 
+    if args.workload == "stream":
+        from .stream import cmd
+
+        return cmd(args, _log)
     if args.workload == "qwen3":
         from .qwen3 import plan
         if min(args.batch, args.new_tokens) < 1 or args.seconds <= 0:
