@@ -73,8 +73,12 @@ class TranscribeOptions:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "TranscribeOptions":
         """Build from keyword arguments, naming the unknown ones in the error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise TypeError(f"unknown transcription option(s): {', '.join(unknown)}")
-        return cls(**kwargs)
+        return build_options(cls, "transcription", kwargs)
+
+
+def build_options(cls, what: str, kwargs: dict[str, Any]):
+    """An options dataclass from keyword arguments, naming the unknown ones in the error."""
+    unknown = sorted(set(kwargs) - {f.name for f in fields(cls)})
+    if unknown:
+        raise TypeError(f"unknown {what} option(s): {', '.join(unknown)}")
+    return cls(**kwargs)

@@ -89,18 +89,27 @@ def search(
     options: SearchOptions,
     filters: Sequence[LogitFilter] = (),
     rngs: Sequence[np.random.Generator] | None = None,
+    prefixes: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode every group from its first-step logits [groups, vocab]; n-best hypotheses per group.
 
     Sampling draws from each group's own generator in `rngs`, so a group's result does not depend
-    on which other groups share its batch."""
+    on which other groups share its batch. `prefixes[g]` are tokens forced before the first
+    generated one (already in the decoder's cache): the filters see them as generated, the
+    returned hypotheses do not hold them."""
     if options.min_new_tokens:
+        if prefixes is not None and any(prefixes):
+            raise ValueError("min_new_tokens cannot be combined with forced prefixes")
         filters = (*filters, _bar_eos_before(options.min_new_tokens, options.eos))
+    if prefixes is None:
+        prefixes = [[]] * first_logits.shape[0]
     if options.temperature == 0 and options.beam_size > 1:
-        return _beam_search(state, first_logits, options, filters)
-    if rngs is None:
-        rngs = [np.random.default_rng(g) for g in range(first_logits.shape[0])]
-    return _sample_or_greedy(state, first_logits, options, filters, rngs)
+        hyps = _beam_search(state, first_logits, options, filters, prefixes)
+    else:
+        if rngs is None:
+            rngs = [np.random.default_rng(g) for g in range(first_logits.shape[0])]
+        hyps = _sample_or_greedy(state, first_logits, options, filters, rngs, prefixes)
+    return hyps
 
 
 def _bar_eos_before(min_tokens: int, eos: Sequence[int]) -> LogitFilter:
@@ -119,11 +128,11 @@ def _expand(state: DecoderState, first_logits: np.ndarray, width: int) -> np.nda
     return first_logits.copy()
 
 
-def _sample_or_greedy(state, first_logits, options, filters, rngs) -> list[list[Hypothesis]]:
+def _sample_or_greedy(state, first_logits, options, filters, rngs, prefixes) -> list[list[Hypothesis]]:
     n_groups, width = first_logits.shape[0], options.width
     logits = _expand(state, first_logits, width)
     eos = np.array(options.eos)
-    seqs: list[list[int]] = [[] for _ in range(n_groups * width)]
+    seqs: list[list[int]] = [list(prefixes[r // width]) for r in range(n_groups * width)]
     lps: list[list[float]] = [[] for _ in range(n_groups * width)]
     sums = np.zeros(n_groups * width)
     done_row = np.zeros(n_groups * width, dtype=bool)
@@ -135,7 +144,9 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs) -> list[list[
         for gi in np.flatnonzero(~kept_mask):
             g = live[gi]
             rs = rows_of[gi * width:(gi + 1) * width]
-            results[g] = _rank([Hypothesis(seqs[r], lps[r], float(sums[r]), bool(done_row[r])) for r in rs], options)
+            skip = len(prefixes[g])
+            results[g] = _rank([Hypothesis(seqs[r][skip:], lps[r], float(sums[r]), bool(done_row[r])) for r in rs],
+                               options)
 
     for step in range(options.max_new_tokens):
         for f in filters:
@@ -177,12 +188,12 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs) -> list[list[
     return results  # type: ignore[return-value]
 
 
-def _beam_search(state, first_logits, options, filters) -> list[list[Hypothesis]]:
+def _beam_search(state, first_logits, options, filters, prefixes) -> list[list[Hypothesis]]:
     n_groups, width = first_logits.shape[0], options.beam_size
     logits = _expand(state, first_logits, width)
     eos = set(options.eos)
     max_finished = max(1, round(width * options.patience))
-    seqs: list[list[int]] = [[] for _ in range(n_groups * width)]
+    seqs: list[list[int]] = [list(prefixes[r // width]) for r in range(n_groups * width)]
     lps: list[list[float]] = [[] for _ in range(n_groups * width)]
     sums = np.zeros(n_groups * width)
     finished: list[list[Hypothesis]] = [[] for _ in range(n_groups)]
@@ -209,7 +220,8 @@ def _beam_search(state, first_logits, options, filters) -> list[list[Hypothesis]
             for key, (score, r, tok) in sorted(candidates.items(), key=lambda kv: kv[1][0], reverse=True):
                 if tok in eos:
                     if len(finished[g]) < max_finished:
-                        finished[g].append(Hypothesis(list(seqs[r]), lps[r] + [float(logprobs[r, tok])], score, True))
+                        finished[g].append(Hypothesis(seqs[r][len(prefixes[g]):], lps[r] + [float(logprobs[r, tok])],
+                                                      score, True))
                 else:
                     kept.append((score, r, tok))
                     if len(kept) == width:
@@ -217,7 +229,8 @@ def _beam_search(state, first_logits, options, filters) -> list[list[Hypothesis]
             if len(finished[g]) >= max_finished:
                 continue
             if len(kept) < width:  # fewer live continuations than beams (tiny vocabularies only)
-                finished[g] += [Hypothesis(seqs[r] + [tok], lps[r] + [float(logprobs[r, tok])], score, False)
+                finished[g] += [Hypothesis((seqs[r] + [tok])[len(prefixes[g]):], lps[r] + [float(logprobs[r, tok])],
+                                           score, False)
                                 for score, r, tok in kept]
                 continue
             keep_groups.append(gi)
@@ -242,7 +255,7 @@ def _beam_search(state, first_logits, options, filters) -> list[list[Hypothesis]
         for r in sorted(rows, key=lambda r: sums[r], reverse=True):
             if len(finished[g]) >= width:
                 break
-            finished[g].append(Hypothesis(seqs[r], lps[r], float(sums[r]), False))
+            finished[g].append(Hypothesis(seqs[r][len(prefixes[g]):], lps[r], float(sums[r]), False))
     return [_rank(f, options) for f in finished]
 
 
@@ -291,6 +304,7 @@ class Prefilled:
     first_logits: np.ndarray                          # [groups, vocab]
     filters: Sequence[LogitFilter] = ()
     no_speech_probs: np.ndarray | None = None         # [groups]
+    prefixes: Sequence[Sequence[int]] | None = None   # tokens forced before the generated ones, per group
 
 
 def decode_with_fallback(
@@ -313,7 +327,8 @@ def decode_with_fallback(
             break
         step_options = replace(options, temperature=temperature)
         pre = prefill(pending)
-        results = search(pre.state, pre.first_logits, step_options, pre.filters, [rngs[g] for g in pending])
+        results = search(pre.state, pre.first_logits, step_options, pre.filters, [rngs[g] for g in pending],
+                         pre.prefixes)
         still = []
         for i, g in enumerate(pending):
             best = results[i][0]

@@ -22,7 +22,7 @@ KEYS = ("audio_s", "wall_s", "rtf", "load_s", "peak_rss_mb", "first_partial_s", 
         "chunk_compute", "chunk_ms_at_10s", "chunk_ms_at_end", "flatness", "decoding_chunks", "final_text",
         "streams", "max_realtime_streams", "offline_text", "wer_stream_vs_offline", "wer_stream_vs_reference",
         "wer_offline_vs_reference", "machine", "workload")
-STREAM_KEYS = ("streams", "rtf", "round_ms_p95", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb")
+STREAM_KEYS = ("streams", "rtf", "chunks_per_update", "realtime_lag_median_s", "end_delay_s", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb")
 
 
 def final(text: str, start: float, end: float, emitted_at: float) -> StreamEvent:

@@ -189,3 +189,20 @@ def test_no_decoder_step_after_the_last_token():
         first = np.array([[-20.0, 0.5, 1.0, 0.2]], np.float32)
         hyps = search(Counting(), first, SearchOptions(beam_size=beam, max_new_tokens=5, eos=(0,)))
         assert len(hyps[0][0].tokens) == 5 and Counting.steps == 4
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_forced_prefixes_are_seen_by_filters_but_not_returned(beam):
+    seen = []
+
+    def record(logits, seqs):
+        seen.append([list(s) for s in seqs])
+
+    state = TableState(TABLE, np.ones(2, dtype=int), 2)
+    first = np.repeat(TABLE[[1]], 2, axis=0)
+    hyps = search(state, first, SearchOptions(beam_size=beam, eos=(EOS,)), [record], prefixes=[[9, 8], []])
+    assert seen[0][0] == [9, 8] and seen[0][-1] == []           # group 0's rows start from its prefix
+    assert all(h.tokens[:2] != [9, 8] for h in hyps[0])
+    assert hyps[0][0].tokens == hyps[1][0].tokens                # same logits: same result, prefix left out
+    with pytest.raises(ValueError):
+        search(state, first, SearchOptions(min_new_tokens=1, max_new_tokens=3, eos=(EOS,)), prefixes=[[9], []])

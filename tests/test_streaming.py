@@ -348,4 +348,14 @@ def test_coalesced_updates_catch_up_at_chunk_boundaries(whisper, whisper_640, en
     events += s.finish()
     assert all(n % 10240 == 0 for n in decoded[:-1])
     assert len(decoded) - 1 <= -(-len(english) // 25600)
-    assert jiwer.wer(normalise(text(whisper_640)), normalise(text(events))) <= 0.15
+    assert jiwer.wer(normalise(text(whisper_640)), normalise(text(events))) <= 0.25   # greedy, fewer updates
+
+
+def test_whisper_cuts_an_endless_utterance(whisper):
+    """Speech-like audio without a pause (reversed speech: the decoder rarely agrees on words)
+    is committed and cut at max_segment_s instead of outgrowing the buffer."""
+    audio = load_audio(FIXTURES / "long_en.wav")[:40 * SR][::-1].copy()
+    s = whisper.stream(chunk_ms=640, endpoint_ms=60000, max_segment_s=10)
+    events = run(s, audio, 10240)
+    assert_well_formed(events, len(audio) / SR)
+    assert s.buffer.samples_seen == len(audio)

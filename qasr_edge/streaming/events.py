@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 SAMPLE_RATE = 16000          # Hz: streams take 16 kHz mono PCM
@@ -75,8 +75,7 @@ class StreamOptions:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "StreamOptions":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise TypeError(f"unknown stream option(s): {', '.join(unknown)}")
-        return cls(**kwargs)
+        """Build from keyword arguments, naming the unknown ones in the error."""
+        from ..options import build_options
+
+        return build_options(cls, "stream", kwargs)

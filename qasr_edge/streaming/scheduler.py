@@ -64,6 +64,10 @@ class StreamScheduler:
             del running[i]
             results[i] += stop.value or []
             self._start_next(i, queues, running, waiting, results)
+        except Exception as exc:   # a failing stream fails alone; the others go on
+            waiting.pop(i, None)
+            del running[i]
+            results[i] = exc
 
 
 _FIRST = object()

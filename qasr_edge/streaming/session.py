@@ -140,10 +140,13 @@ class VoiceSession(StreamSession):
         self.endpointer = Endpointer(detector.frame, options.vad_threshold, options.endpoint_ms)
         self._ended: list = []     # utterances the endpointer closed since the last update
         self._open = None          # the utterance being decoded
+        self._heard = False        # speech in the audio since the last update
 
     def _accept(self, pcm: np.ndarray) -> None:
         self._frames_arrived(self.buffer.accept(pcm))
-        self._ended += self.endpointer.push(self.vad.accept(pcm))
+        probs = self.vad.accept(pcm)
+        self._heard = self._heard or bool(np.any(probs >= self.options.vad_threshold))
+        self._ended += self.endpointer.push(probs)
 
     def _frames_arrived(self, n: int) -> None:
         """Hook: `n` new mel frames are in the buffer."""
@@ -164,11 +167,13 @@ class VoiceSession(StreamSession):
             self._end(end)
             self._open = None
         current = self.endpointer.current
+        heard, self._heard = self._heard, False
         if current is None:
             self._silence(self.buffer.frames_ready)
-        else:
+        elif heard or current is not self._open:
             self._enter(current)
             events += yield from self._decode(self.buffer.frames_ready, False)
+        # else: a pause inside the utterance: nothing new to hear, the decoder waits
         return events
 
     def _enter(self, utterance) -> None:

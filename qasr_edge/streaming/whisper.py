@@ -1,11 +1,13 @@
 """Whisper as a stream: LocalAgreement over a growing buffer.
 
 Per update, the audio of the current utterance from the buffer's start is decoded as one 30 s
-window, prompted with the text committed before the buffer. The words that this hypothesis and
-the previous one agree on become a final; the rest is a partial. Once the buffer is longer than
-`max_segment_s / 2` it is trimmed at the end of the last committed segment, and at
+window, prompted with the text committed before the buffer, the tokens committed in the buffer
+forced as the start of the transcript (so only the rest is generated). The words that this
+hypothesis and the previous one agree on become a final; the rest is a partial. Once the buffer
+is longer than TRIM_SECONDS it is trimmed at the end of the last committed segment, and past
 `max_segment_s` it is committed and cut. The voice-activity detector ends utterances (what is
-decoded then is final) and keeps silence away from the decoder.
+decoded then is final) and keeps silence away from the decoder; a chunk without speech inside an
+utterance is not decoded.
 
 Updates ask for their encoder and decoder calls as `Work`, so a `StreamScheduler` can batch the
 calls of many streams.
@@ -13,7 +15,7 @@ calls of many streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,16 +24,17 @@ from ..options import TranscribeOptions
 from ..search import Decoded
 from .agreement import complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
-from .session import Update, VoiceSession, Work
+from .session import HOP, Update, VoiceSession, Work
 
-HOP = 160                   # samples per mel frame
 FRAMES_PER_SECOND = 100
 WINDOW_FRAMES = 3000        # Whisper's 30 s input
 TIME_STEP = 0.02            # seconds per timestamp token
 CONTEXT_TOKENS = 120        # committed tokens before the buffer that prompt the decoder
 DETECT_SECONDS = 3.0        # the language is detected again until an utterance has this much audio
 LEAD_IN_FRAMES = 50         # audio kept before speech starts (0.5 s)
-TOKENS_PER_SECOND = 8       # generation cap per update: a loop stops early
+TRIM_SECONDS = 10.0         # seconds: a longer buffer is trimmed at committed segment ends
+MAX_NEW_TOKENS = 200        # generation cap per update (a loop stops there); the same for every
+                            # stream, so a result does not depend on its batch mates
 NO_SPEECH = (0.6, -1.0)     # no-speech probability above, average log-prob below: no text
 MAX_COMPRESSION = 2.4       # a more repetitive hypothesis commits nothing
 
@@ -87,7 +90,8 @@ class WhisperStream(VoiceSession):
         history = int((options.max_segment_s + 2 * options.chunk_ms / 1000 + 2) * SAMPLE_RATE)
         super().__init__(options, model.vad, _core.StreamBuffer(model.graphs.n_mels, 1, 1, history))
         self.model = model
-        self.decode_options = TranscribeOptions(beam_size=options.beam_size, temperatures=(0.0,), vad_gate=None)
+        self.decode_options = TranscribeOptions(beam_size=options.beam_size, temperatures=(0.0,), vad_gate=None,
+                                                max_new_tokens=MAX_NEW_TOKENS)
         text = options.context.strip()
         self.context: list[int] = model.tokenizer.encode(" " + text) if text else []
         self.fixed_language = options.language if model.tokens.multilingual else "en"
@@ -99,6 +103,8 @@ class WhisperStream(VoiceSession):
 
     def _new_utterance(self) -> None:
         self.committed: list[int] = []       # tokens committed since the buffer's start
+        self.prefix: list[int] = []          # the decoder's tokens through the committed ones (with
+                                             # timestamps): forced, so the next update only continues
         self.previous: list[int] = []        # the last hypothesis after the committed tokens
         self.language = self.fixed_language
         self._partial = ""
@@ -123,7 +129,10 @@ class WhisperStream(VoiceSession):
         self.buffer.drop_before(min(self._start, now))
 
     def _decode(self, end: int, commit_all: bool) -> Update:
-        start = max(self._start, end - WINDOW_FRAMES)
+        # an utterance a chunk past the limit with nothing trimmed (noise, a loop): commit and cut
+        forced = not commit_all and \
+            end - self._start >= self.options.max_segment_s * FRAMES_PER_SECOND + self.options.chunk_samples // HOP
+        start = max(self._start, self.buffer.first_frame)
         frames = end - start
         if frames <= 0:
             return []
@@ -133,20 +142,22 @@ class WhisperStream(VoiceSession):
         model = self.model
         cross = yield Work((id(model), "encode"), lambda items: encode_windows(model, items), mel)
         language = self.fixed_language or (self.language if frames >= DETECT_SECONDS * FRAMES_PER_SECOND else None)
-        max_new = int(TOKENS_PER_SECOND * frames / FRAMES_PER_SECOND) + 10
         options = self.decode_options
         decoded, self.language = yield Work(
             (id(model), "decode", options), lambda items: decode_windows(model, options, items),
-            (cross, self.context[-CONTEXT_TOKENS:], language, max_new))
-        return self._commit(decoded, start, frames, commit_all)
+            (cross, self.context[-CONTEXT_TOKENS:], language, self.prefix))
+        events = self._commit(decoded, start, frames, commit_all or forced)
+        if forced:
+            self._end(end)   # the utterance goes on in a fresh buffer
+        return events
 
     def _commit(self, d: Decoded, start: int, frames: int, commit_all: bool) -> list[StreamEvent]:
         duration = frames / FRAMES_PER_SECOND
         silent = d.no_speech_prob > NO_SPEECH[0] and d.avg_logprob < NO_SPEECH[1]
-        tokens = [] if silent else d.best.tokens
-        h = parse_hypothesis(tokens, self.model.tokens.timestamp_begin, duration, self._weight)
         if d.compression_ratio > MAX_COMPRESSION and not commit_all:
-            h = Hypothesis()   # a loop: wait for more audio
+            return []   # a loop: wait for more audio
+        raw = self.prefix + ([] if silent else d.best.tokens)
+        h = parse_hypothesis(raw, self.model.tokens.timestamp_begin, duration, self._weight)
         done = self._skip_committed(h.tokens)
         current = h.tokens[done:]
         if commit_all:
@@ -165,6 +176,7 @@ class WhisperStream(VoiceSession):
             events.append(self._event("final", current[:take], begin, end))
         self.committed = h.tokens[:done + take]   # as the decoder spelled it this time
         self.previous = current[take:]
+        self.prefix = _through_text_token(raw, len(self.committed), self.model.tokens.timestamp_begin)
         if not commit_all:
             self._trim(h, start, frames)
             rest = self.previous
@@ -190,19 +202,20 @@ class WhisperStream(VoiceSession):
 
     def _trim(self, h: Hypothesis, start: int, frames: int) -> None:
         """Move the buffer's start past committed segments once it is long; cut it when too long."""
-        if frames < self.options.max_segment_s * FRAMES_PER_SECOND / 2:
+        if frames < TRIM_SECONDS * FRAMES_PER_SECOND:
             return
         done = [(n, t) for n, t in zip(h.segment_ends, h.segment_times) if n <= len(self.committed)]
         if done:
             n, t = done[-1]
             self.context += self.committed[:n]
             self.committed = self.committed[n:]
+            self.prefix = []   # its timestamps counted from the old start; the hypothesis re-finds the rest
             self._start = max(self._start, start + int(round(t * FRAMES_PER_SECOND)))
         elif frames >= self.options.max_segment_s * FRAMES_PER_SECOND and self.committed:
             # no segment closed: cut after the last committed word
             self._start = max(self._start, start + int(round(h.ends[len(self.committed) - 1] * FRAMES_PER_SECOND)))
             self.context += self.committed
-            self.committed = []
+            self.committed, self.prefix = [], []
         self.buffer.drop_before(self._start)
 
     def _event(self, kind: str, tokens: list[int], start: float, end: float) -> StreamEvent:
@@ -224,6 +237,19 @@ class WhisperStream(VoiceSession):
         return known
 
 
+def _through_text_token(raw: list[int], n: int, timestamp_begin: int) -> list[int]:
+    """The tokens of `raw` up to and including its n-th text token (timestamps pass through)."""
+    if n == 0:
+        return []
+    seen = 0
+    for i, t in enumerate(raw):
+        if t < timestamp_begin:
+            seen += 1
+            if seen == n:
+                return raw[:i + 1]
+    return list(raw)
+
+
 def _letters(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalnum())
 
@@ -235,9 +261,9 @@ def encode_windows(model, mels: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple[Decoded, str]]:
-    """(cross keys, context tokens, language or None, most new tokens) of several streams,
-    decoded as one batch; languages not given are detected first. Returns (decoded, language)
-    per item."""
+    """(cross keys, context tokens, language or None, forced prefix) of several streams, decoded
+    as one batch; languages not given are detected first. Returns (decoded, language) per item;
+    the decoded tokens follow the prefix."""
     cross = items[0][0] if len(items) == 1 else np.concatenate([item[0] for item in items], axis=2)
     languages = [item[2] for item in items]
     unknown = [i for i, lang in enumerate(languages) if lang is None]
@@ -247,9 +273,8 @@ def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple
             languages[i] = p[0][0]
     t = model.tokens
     prompts = []
-    for (_, context, _, _), lang in zip(items, languages):
+    for (_, context, _, prefix), lang in zip(items, languages):
         head = [t.sot_prev] + context if context else []
-        prompts.append((head + t.sot_sequence(lang, "transcribe"), len(head)))
-    max_new = max(item[3] for item in items)
-    decoded = model.decode_prompts(cross, prompts, replace(options, max_new_tokens=max_new), [0] * len(items))
+        prompts.append((head + t.sot_sequence(lang, "transcribe") + prefix, len(head)))
+    decoded = model.decode_prompts(cross, prompts, options, [0] * len(items), [item[3] for item in items])
     return list(zip(decoded, languages))

@@ -187,11 +187,14 @@ class WhisperModel:
             self._advance(job, size, d, options)
 
     def decode_prompts(self, cross_kv: np.ndarray, prompts: list[tuple[list[int], int]],
-                       options: TranscribeOptions, seeds: list[int]) -> list[Decoded]:
+                       options: TranscribeOptions, seeds: list[int],
+                       prefixes: list[list[int]] | None = None) -> list[Decoded]:
         """Search every encoded window of `cross_kv` (axis 2) after its prompt (token ids, index of
         the start-of-transcript token) with the options' beams, filters and temperature fallback.
         Window i samples from a generator seeded by (options.seed, seeds[i]), so results do not
-        depend on which other windows share the batch."""
+        depend on which other windows share the batch. `prefixes[i]`, the last tokens of prompt i,
+        are a forced start of the transcript: the timestamp rules see them, the results do not
+        repeat them."""
         room = self.graphs.n_text_ctx - max(len(p) for p, _ in prompts)
         max_new = room if options.max_new_tokens is None else min(options.max_new_tokens, room)
         search = SearchOptions(beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
@@ -212,7 +215,8 @@ class WhisperModel:
                 cross_kv if every else np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups],
                 [prompts[g][1] for g in groups], search.max_new_tokens)
             no_speech = np.exp(log_softmax(logits[:, 0]))[:, self.tokens.no_speech]
-            return Prefilled(state, logits[:, 1], filters, no_speech)
+            return Prefilled(state, logits[:, 1], filters, no_speech,
+                             None if prefixes is None else [prefixes[g] for g in groups])
 
         rngs = [np.random.default_rng((options.seed, s)) for s in seeds]
         return decode_with_fallback(prefill, len(prompts), search, options.fallback, self.tokenizer.decode, rngs)
