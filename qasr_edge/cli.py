@@ -165,18 +165,23 @@ def cmd_dictate(args) -> int:
 
     device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
     session = _open_stream(args)
-    shown = ""
     live = sys.stdout.isatty()
+    line, partial = "", ""   # committed text of the current terminal line; the guess after it
 
     def show(events) -> None:
-        nonlocal shown
+        nonlocal line, partial
         for e in events:
             if e.type == "final":
-                sys.stdout.write(("\r\033[K" if live else "") + e.text.strip() + "\n")
-                shown = ""
-            elif live:
-                shown = e.text.strip()
-                sys.stdout.write("\r\033[K" + shown)
+                line, partial = line + e.text, ""
+                if not live:
+                    sys.stdout.write(e.text)
+            else:
+                partial = e.text
+        if live:   # the line so far, the partial after it (replaced by the next one)
+            sys.stdout.write("\r\033[K" + line.strip() + ("\033[2m" + partial + "\033[0m" if partial else ""))
+            if len(line) > 72:
+                sys.stdout.write("\r\033[K" + line.strip() + "\n")
+                line = ""
         sys.stdout.flush()
 
     try:
@@ -185,6 +190,7 @@ def cmd_dictate(args) -> int:
     except KeyboardInterrupt:
         pass
     show(session.finish())
+    sys.stdout.write("\n")
     return 0
 
 

@@ -44,7 +44,6 @@ class Qwen3ASRStream(VoiceSession):
                          _core.StreamBuffer(g.n_mels, c.chunk_frames, c.window_chunks, history))
         self.model = model
         self.language = language_name(options.language)
-        self.tokens_per_chunk = c.tokens_per_chunk
         self.asr_text = model.tokenizer.token_to_id("<asr_text>")
         self.fixed_new_tokens: int | None = None   # benchmarks: exactly this many tokens per update
         self._windows: dict[int, np.ndarray] = {}   # final windows' embeddings [tokens, hidden]
@@ -55,8 +54,9 @@ class Qwen3ASRStream(VoiceSession):
         self._segment(0)
 
     def _segment(self, first_frame: int) -> None:
-        """Start a segment at the chunk holding `first_frame`."""
-        self._chunk0 = first_frame // self.buffer.chunk_frames
+        """Start a segment at `first_frame` (its audio embeddings start with the one that covers
+        that frame)."""
+        self._first = first_frame
         self.fixed: list[int] = []          # committed answer tokens (forced as the next prefix)
         self.seen: list[float] = []         # per answer token: audio time it first appeared
         self.answer: list[int] = []         # the last answer
@@ -97,13 +97,13 @@ class Qwen3ASRStream(VoiceSession):
         the last 2 s: an utterance found at the next update may begin there, and its first
         window is encoded whole."""
         wf = self.buffer.window_frames
-        self._chunk0 = now // self.buffer.chunk_frames
+        self._first = now
         self._drop(max(0, now - 2 * FRAMES_PER_SECOND) // wf * wf)
 
     def _drop(self, frame: int) -> None:
         """Forget audio and windows before `frame` (and before the segment's first window)."""
         wf = self.buffer.window_frames
-        first_window = min(frame, self._chunk0 * self.buffer.chunk_frames) // wf
+        first_window = min(frame, self._first) // wf
         for w in [w for w in self._windows if w < first_window]:
             del self._windows[w]
         # window maxima fold into one entry: the normalisation reference only needs the maximum
@@ -117,8 +117,8 @@ class Qwen3ASRStream(VoiceSession):
 
     def _decode(self, end: int, final: bool) -> Update:
         b = self.buffer
-        cf, wf = b.chunk_frames, b.window_frames
-        first = self._chunk0 * cf
+        wf = b.window_frames
+        first = self._first
         if end <= first:
             return []
         w0, w1 = first // wf, (end - 1) // wf
@@ -137,23 +137,27 @@ class Qwen3ASRStream(VoiceSession):
             fresh[w] = emb
             if w < final_windows:
                 self._windows[w] = emb
-        audio = []
-        for w in range(w0, w1 + 1):
-            emb = fresh.get(w, self._windows.get(w))
-            lo = max(first, w * wf) - w * wf
-            hi = min(end, (w + 1) * wf) - w * wf
-            a, z = (lo // cf) * self.tokens_per_chunk, model.graphs.chunking.output_length(hi)
-            audio.append(emb[a:z])
-        stable = sum(len(x) for w, x in zip(range(w0, w1 + 1), audio) if w < final_windows and w not in fresh)
-        events = self._answer(np.concatenate(audio), stable, end, final)
+        chunking = model.graphs.chunking
+        audio, lengths = [], {}
+        for w in range(w0, w1 + 1):   # the segment's part of each window
+            lo, hi = max(first, w * wf) - w * wf, min(end, (w + 1) * wf) - w * wf
+            audio.append(fresh.get(w, self._windows.get(w))[chunking.output_length(lo):chunking.output_length(hi)])
+            lengths[w] = len(audio[-1])
+        # audio positions (from the first) whose cache entries are right: now, those of the windows
+        # kept from before this update; at the next update, those of every final window
+        stable = (sum(n for w, n in lengths.items() if w < final_windows and w not in fresh),
+                  sum(n for w, n in lengths.items() if w < final_windows))
+        audio = np.concatenate(audio)
+        events = self._answer(audio, stable, end, final)
         if end - first >= self.options.max_segment_s * FRAMES_PER_SECOND and not final:
-            events += self._answer(np.concatenate(audio), stable, end, True, again=False)
+            events += self._answer(audio, stable, end, True, again=False)
             self._segment(end)
         if self.options.reuse:
             self._drop(min(b.open_window[0], end))
         return events
 
-    def _answer(self, audio: np.ndarray, stable: int, end: int, final: bool, again: bool = True) -> list[StreamEvent]:
+    def _answer(self, audio: np.ndarray, stable: tuple[int, int], end: int, final: bool,
+                again: bool = True) -> list[StreamEvent]:
         """Decode the segment's answer after the committed prefix (unless `again` is False:
         commit the last answer); commit and report."""
         m = self.model
@@ -175,7 +179,7 @@ class Qwen3ASRStream(VoiceSession):
         events = []
         done = max(len(self.fixed), head)
         if keep > done:
-            begin = max(self._last_end, self._chunk0 * self.buffer.chunk_frames / FRAMES_PER_SECOND)
+            begin = max(self._last_end, self._first / FRAMES_PER_SECOND)
             stop = max(begin, min(t, self.seen[keep - 1]))
             self._last_end = stop
             events.append(self._event("final", answer[done:keep], begin, stop))
@@ -188,7 +192,9 @@ class Qwen3ASRStream(VoiceSession):
         self._partial = text
         return events
 
-    def _generate(self, audio: np.ndarray, stable: int, end: int, final: bool) -> list[int]:
+    def _generate(self, audio: np.ndarray, stable: tuple[int, int], end: int, final: bool) -> list[int]:
+        """The answer after the committed prefix; `stable`: audio positions (from the start) whose
+        cache entries are right now, and those that will be at the next update."""
         m = self.model
         g = m.graphs
         prompt = m.prompt_ids(len(audio), self._context, self.language)
@@ -196,7 +202,7 @@ class Qwen3ASRStream(VoiceSession):
         embeds = g.embed(ids)
         slots = np.flatnonzero(ids == m.audio_pad)
         embeds[slots] = audio
-        seconds = (end - self._chunk0 * self.buffer.chunk_frames) / FRAMES_PER_SECOND
+        seconds = (end - self._first) / FRAMES_PER_SECOND
         if self.fixed_new_tokens is not None:
             max_new = min_new = self.fixed_new_tokens
         else:
@@ -204,7 +210,8 @@ class Qwen3ASRStream(VoiceSession):
             max_new = NEW_TOKENS_PER_UPDATE + self.options.rollback_tokens
             if final or not self.fixed:
                 max_new = max(max_new, int(NEW_TOKENS_PER_SECOND * seconds) + 16)
-        reuse = int(slots[0]) + stable if self.options.reuse and self._state is not None and len(slots) else 0
+        now_right, next_right = stable
+        reuse = int(slots[0]) + now_right if self.options.reuse and self._state is not None and len(slots) else 0
         reuse = min(reuse, self._reusable, len(ids) - 1)
         if reuse <= 0 or self._state is None:
             cache = KVCache(g.n_layers, g.n_kv_heads, g.head_dim, 1, len(ids) + max_new + 1)
@@ -215,7 +222,7 @@ class Qwen3ASRStream(VoiceSession):
         self.reused_positions = reuse   # for tests and benchmarks: prompt positions not run again
         logits = state.run(ids[None, reuse:], np.array([[len(ids) - reuse - 1]]),
                            feeds={"inputs_embeds": embeds[None, reuse:]})[:, 0]
-        self._reusable = int(slots[0]) + stable if len(slots) else 0
+        self._reusable = int(slots[0]) + next_right if len(slots) else 0
         hyp = search(state, logits, SearchOptions(max_new_tokens=max_new, min_new_tokens=min_new, eos=m.eos))[0][0]
         return self.fixed + list(hyp.tokens)
 
