@@ -14,7 +14,8 @@ FINISH = None   # in place of samples: the stream ended
 class StreamScheduler:
     """Feeds several sessions at once. `step([(session, samples or FINISH), ...])` returns, per
     input, the events that became ready, or the exception its samples raised (a bad chunk fails
-    that stream's step only; the session stays as it was)."""
+    that stream's step only; the session stays as it was). A session takes its audio in order:
+    give each one at most one piece of audio per step."""
 
     def __init__(self) -> None:
         self.calls: dict[Any, int] = {}    # batched calls made, by work kind (for benchmarks)
