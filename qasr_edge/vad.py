@@ -1,6 +1,7 @@
 """Voice-activity detection with the Silero VAD graph a package carries (`vad.onnx`).
 
-Used as a gate: when Whisper itself suspects a window holds no speech, the detector decides.
+Used as a gate (when Whisper itself suspects a window holds no speech, the detector decides), to
+cut long audio at silences, and frame by frame in streams (`VadStream`).
 """
 
 from __future__ import annotations
@@ -24,21 +25,45 @@ class SpeechDetector:
         return cls(package, profile) if package.manifest.get("vad") else None
 
     def probabilities(self, audio: np.ndarray) -> np.ndarray:
-        """Speech probability of each 32 ms frame of `audio` (16 kHz mono float32)."""
-        n = -(-len(audio) // self.frame)
-        padded = np.zeros(n * self.frame + self.context, dtype=np.float32)
-        padded[self.context:self.context + len(audio)] = audio
-        state = np.zeros((2, 1, 128), dtype=np.float32)
-        sr = np.array(self.sample_rate, dtype=np.int64)
-        out = np.empty(n, dtype=np.float32)
-        for i in range(n):
-            chunk = padded[i * self.frame:(i + 1) * self.frame + self.context][None]
-            prob, state = self.session.run(None, {"input": chunk, "state": state, "sr": sr})
-            out[i] = prob[0, 0]
-        return out
+        """Speech probability of each 32 ms frame of `audio` (16 kHz mono float32; the last
+        frame zero-padded)."""
+        padded = np.zeros(-(-len(audio) // self.frame) * self.frame, dtype=np.float32)
+        padded[:len(audio)] = audio
+        return VadStream(self).accept(padded)
 
     def speech_seconds(self, audio: np.ndarray, threshold: float = 0.5) -> float:
         return float(np.sum(self.probabilities(audio) > threshold)) * self.frame / self.sample_rate
+
+
+class VadStream:
+    """The detector over a stream: feed samples of any count, get one probability per completed
+    frame, the model's state carried across calls (what `probabilities` gives over the whole
+    audio, whatever the pieces)."""
+
+    def __init__(self, detector: SpeechDetector):
+        self.detector = detector
+        self.frame = detector.frame
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._window = np.zeros(detector.context + detector.frame, dtype=np.float32)   # context + frame
+        self._filled = 0                                                                 # samples of the frame
+        self._sr = np.array(detector.sample_rate, dtype=np.int64)
+        self.frames_done = 0
+
+    def accept(self, pcm: np.ndarray) -> np.ndarray:
+        ctx, out, pos = self.detector.context, [], 0
+        while pos < len(pcm):
+            take = min(self.frame - self._filled, len(pcm) - pos)
+            self._window[ctx + self._filled:ctx + self._filled + take] = pcm[pos:pos + take]
+            self._filled += take
+            pos += take
+            if self._filled == self.frame:
+                prob, self._state = self.detector.session.run(
+                    None, {"input": self._window[None], "state": self._state, "sr": self._sr})
+                out.append(float(prob[0, 0]))
+                self._window[:ctx] = self._window[-ctx:]
+                self._filled = 0
+                self.frames_done += 1
+        return np.asarray(out, dtype=np.float32)
 
 
 def speech_regions(probs: np.ndarray, frame_samples: int, threshold: float = 0.5, min_speech: int = 8,

@@ -151,6 +151,17 @@ def test_whisper_finals_do_not_depend_on_feed_granularity(whisper, whisper_640, 
     assert [(e.type, e.emitted_at) for e in got] == [(e.type, e.emitted_at) for e in reference]
 
 
+def test_vad_stream_gives_the_detectors_probabilities_in_any_pieces(whisper, english):
+    from qasr_edge.vad import VadStream
+
+    detector = whisper.family.vad
+    whole = english[:len(english) // 512 * 512]
+    stream = VadStream(detector)
+    pieces = np.concatenate([stream.accept(whole[i:i + 1000]) for i in range(0, len(whole), 1000)])
+    np.testing.assert_array_equal(pieces, detector.probabilities(whole))
+    assert stream.frames_done == len(whole) // 512 and pieces.max() > 0.9 and pieces.min() < 0.1
+
+
 def test_whisper_silence_and_noise_give_no_text(whisper):
     rng = np.random.default_rng(0)
     quiet = np.concatenate([np.zeros(3 * SR), 0.003 * rng.standard_normal(4 * SR)]).astype(np.float32)

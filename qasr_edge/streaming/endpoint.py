@@ -1,8 +1,6 @@
-"""Voice activity in a stream: the package's Silero graph run frame by frame with its state
-carried across chunks, and an endpointer that turns speech probabilities into utterances.
-
-Both see the audio in 32 ms frames in stream order, so what they decide does not depend on how
-the audio was cut into chunks when it was fed.
+"""The endpointer: speech probabilities of 32 ms frames (`qasr_edge.vad.VadStream`, in stream
+order) turned into utterances, so what it decides does not depend on how the audio was cut into
+chunks when it was fed.
 """
 
 from __future__ import annotations
@@ -10,38 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from ..vad import SpeechDetector
-
-
-class VadStream:
-    """Incremental speech probabilities: feed samples of any count, get one probability per
-    completed frame (the same values `SpeechDetector.probabilities` gives over the whole audio)."""
-
-    def __init__(self, detector: SpeechDetector):
-        self.detector = detector
-        self.frame = detector.frame
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._window = np.zeros(detector.context + detector.frame, dtype=np.float32)   # context + frame
-        self._filled = 0                                                                 # samples of the frame
-        self._sr = np.array(detector.sample_rate, dtype=np.int64)
-        self.frames_done = 0
-
-    def accept(self, pcm: np.ndarray) -> np.ndarray:
-        ctx, out, pos = self.detector.context, [], 0
-        while pos < len(pcm):
-            take = min(self.frame - self._filled, len(pcm) - pos)
-            self._window[ctx + self._filled:ctx + self._filled + take] = pcm[pos:pos + take]
-            self._filled += take
-            pos += take
-            if self._filled == self.frame:
-                prob, self._state = self.detector.session.run(
-                    None, {"input": self._window[None], "state": self._state, "sr": self._sr})
-                out.append(float(prob[0, 0]))
-                self._window[:ctx] = self._window[-ctx:]
-                self._filled = 0
-                self.frames_done += 1
-        return np.asarray(out, dtype=np.float32)
 
 
 @dataclass

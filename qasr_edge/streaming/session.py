@@ -133,7 +133,8 @@ class VoiceSession(StreamSession):
         super().__init__(options)
         if detector is None:
             raise ValueError("streaming needs a package with a voice-activity detector (vad.onnx)")
-        from .endpoint import Endpointer, VadStream
+        from ..vad import VadStream
+        from .endpoint import Endpointer
 
         self.buffer = buffer
         self.vad = VadStream(detector)
