@@ -5,6 +5,24 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 
+class WordStarts:
+    """Which token ids begin a word: a leading space, or a character of a script written without
+    spaces (every such character is a word), or one of `also` (markers after which text starts).
+    Answers are cached per id."""
+
+    def __init__(self, tokenizer, also: tuple[int, ...] = ()):
+        self.tokenizer, self.also = tokenizer, set(also)
+        self._known: dict[int, bool] = {}
+
+    def __call__(self, token: int) -> bool:
+        known = self._known.get(token)
+        if known is None:
+            first = self.tokenizer.decode([token])[:1]
+            known = first == " " or (first.isalpha() and not first.isascii()) or token in self.also
+            self._known[token] = known
+        return known
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b):

@@ -24,11 +24,10 @@ from ..kvcache import CachedDecoderState, KVCache
 from ..search import SearchOptions, search
 from ..vad import SpeechDetector
 from ..families.qwen3_asr.prompt import language_name, parse_output
-from .agreement import common_prefix, rollback
+from .agreement import WordStarts, common_prefix, rollback
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
-from .session import Update, VoiceSession, Work
+from .session import FRAMES_PER_SECOND, Update, VoiceSession, Work
 
-FRAMES_PER_SECOND = 100
 CONTEXT_CHARS = 200          # committed text carried into the next segment's context
 NEW_TOKENS_PER_SECOND = 6    # generation cap when the answer starts afresh
 NEW_TOKENS_PER_UPDATE = 24   # ...and beyond the rolled-back tokens otherwise
@@ -50,7 +49,7 @@ class Qwen3ASRStream(VoiceSession):
         self._window_max: dict[int, float] = {}     # raw log-mel maximum of each window's frames
         self._committed_text = options.context.strip()
         self._last_end = 0.0
-        self._words: dict[int, bool] = {}
+        self._starts_word = WordStarts(model.tokenizer, () if self.asr_text is None else (self.asr_text,))
         self._segment(0)
 
     def _segment(self, first_frame: int) -> None:
@@ -241,15 +240,6 @@ class Qwen3ASRStream(VoiceSession):
         language = self.language or self._answer_language
         return StreamEvent(kind, self.model.tokenizer.decode(tokens), round(start, 3), round(end, 3),
                            language, self.seconds_fed, tuple(tokens))
-
-    def _starts_word(self, token: int) -> bool:
-        known = self._words.get(token)
-        if known is None:
-            text = self.model.tokenizer.decode([token])
-            first = text[:1]
-            known = first == " " or (bool(first) and not first.isascii() and first.isalpha()) or token == self.asr_text
-            self._words[token] = known
-        return known
 
 
 def encode_windows(model, items: list[list[np.ndarray]]) -> list[list[np.ndarray]]:

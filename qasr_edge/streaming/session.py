@@ -118,7 +118,8 @@ class StreamSession:
         raise NotImplementedError
 
 
-HOP = 160   # samples per mel frame
+HOP = 160                 # samples per mel frame
+FRAMES_PER_SECOND = 100   # mel frames per second
 
 
 class VoiceSession(StreamSession):

@@ -22,11 +22,10 @@ import numpy as np
 from .. import _core
 from ..options import TranscribeOptions
 from ..search import Decoded
-from .agreement import complete_words, local_agreement
+from .agreement import WordStarts, complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
-from .session import HOP, Update, VoiceSession, Work
+from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
-FRAMES_PER_SECOND = 100
 WINDOW_FRAMES = 3000        # Whisper's 30 s input
 TIME_STEP = 0.02            # seconds per timestamp token
 CONTEXT_TOKENS = 120        # committed tokens before the buffer that prompt the decoder
@@ -98,7 +97,7 @@ class WhisperStream(VoiceSession):
         self._mel_max = -np.inf
         self._start = 0                      # first mel frame of the buffer
         self._last_end = 0.0                 # end of the last final, seconds in the stream
-        self._words: dict[int, bool] = {}
+        self._starts_word = WordStarts(model.tokenizer)
         self._new_utterance()
 
     def _new_utterance(self) -> None:
@@ -224,17 +223,6 @@ class WhisperStream(VoiceSession):
 
     def _weight(self, token: int) -> int:
         return len(self.model.tokenizer.decode([token]).strip())
-
-    def _starts_word(self, token: int) -> bool:
-        """A token that begins a word: a leading space, or a character of a script written without
-        spaces (every such character is a word)."""
-        known = self._words.get(token)
-        if known is None:
-            text = self.model.tokenizer.decode([token])
-            first = text[:1]
-            known = first == " " or (bool(first) and not first.isascii() and first.isalpha())
-            self._words[token] = known
-        return known
 
 
 def _through_text_token(raw: list[int], n: int, timestamp_begin: int) -> list[int]:
