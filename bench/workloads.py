@@ -72,7 +72,79 @@ def short_clips_36(count: int = 36, seed: int = 36) -> list[Path]:
     return paths
 
 
-WORKLOADS = {"long_meeting": lambda: [long_meeting()], "short_clips_36": short_clips_36}
+# A second long-form English recording, none of it in the fixtures and no sentence repeated (the
+# meeting repeats its parts, so one misheard word there counts several times): (tool, voice, text),
+# read in turn with LECTURE_PAUSE_S of silence between sentences.
+LECTURE = [
+    ("flite", "slt", "Welcome back to the second part of our course on water and cities."),
+    ("espeak-ng", "en-us", "Last time we looked at how ancient towns were built along rivers."),
+    ("flite", "rms", "Today we follow the water from the reservoir to the kitchen tap."),
+    ("flite", "awb", "Most cities collect rain in large lakes behind concrete dams."),
+    ("espeak-ng", "en", "The water flows through screens that catch leaves, fish and plastic."),
+    ("flite", "kal", "Then it rests in settling tanks so that sand and mud sink to the bottom."),
+    ("flite", "slt", "Chemicals are added to make the smallest particles stick together."),
+    ("espeak-ng", "en-us", "After that, the water passes through thick layers of gravel and charcoal."),
+    ("flite", "rms", "Engineers test samples every hour for bacteria, metals and taste."),
+    ("flite", "awb", "A small amount of chlorine keeps the pipes clean on the long way to your house."),
+    ("espeak-ng", "en", "Pumps push the water uphill into towers that store it for the morning rush."),
+    ("flite", "kal", "When everyone showers at seven, the pressure in the network drops a little."),
+    ("flite", "slt", "Old iron pipes can lose almost a third of the water through tiny cracks."),
+    ("espeak-ng", "en-us", "Some cities now listen to their pipes with microphones to find those leaks."),
+    ("flite", "rms", "A leak sounds like a steady hiss that grows louder as you walk closer."),
+    ("flite", "awb", "Repair crews dig a narrow hole at night when the streets are quiet."),
+    ("espeak-ng", "en", "Used water leaves the house through a separate system of sewers."),
+    ("flite", "kal", "In older districts, rain and sewage share the same tunnels."),
+    ("flite", "slt", "During heavy storms those tunnels overflow into the river."),
+    ("espeak-ng", "en-us", "Newer neighbourhoods keep rain apart and let it soak into green roofs and parks."),
+    ("flite", "rms", "At the treatment plant, bacteria eat most of the dirt in large open basins."),
+    ("flite", "awb", "The sludge that remains can be dried and burned to produce electricity."),
+    ("espeak-ng", "en", "Clean water returns to the river a few kilometres downstream."),
+    ("flite", "kal", "Farmers and factories downstream depend on its quality."),
+    ("flite", "slt", "Next week we will visit a treatment plant together, so wear sturdy shoes."),
+    ("espeak-ng", "en-us", "Bring a notebook, a pencil and a bottle of water for the bus ride."),
+    ("flite", "rms", "We meet in front of the library at half past eight on Tuesday."),
+    ("flite", "awb", "The bus leaves at a quarter to nine, and it will not wait for anyone."),
+    ("espeak-ng", "en", "If you are ill that day, send an email to the department office."),
+    ("flite", "kal", "Your essay on the history of a local bridge is due at the end of the month."),
+    ("flite", "slt", "Please use at least three sources, and one of them should be a map."),
+    ("espeak-ng", "en-us", "I will answer questions about the essay during my office hours on Thursday."),
+]
+LECTURE_PAUSE_S = 0.7
+
+
+def _synthesize(tool: str, voice: str, text: str) -> np.ndarray:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        raw, out = Path(work) / "raw.wav", Path(work) / "out.wav"
+        if tool == "flite":
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True)
+        else:
+            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
+        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+        return _read(out)
+
+
+def lecture() -> tuple[Path, str]:
+    """The LECTURE sentences synthesized (flite, espeak-ng and sox, as the fixtures are) into one
+    file, and its reference text. Written once under bench/data/lecture/ (not committed)."""
+    folder = OUT / "lecture"
+    path = folder / "lecture.wav"
+    reference = " ".join(text for _, _, text in LECTURE)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        pause = np.zeros(int(LECTURE_PAUSE_S * 16000), dtype=np.int16)
+        parts = []
+        for tool, voice, text in LECTURE:
+            parts += [_synthesize(tool, voice, text), pause]
+        _write(path, np.concatenate(parts))
+    (folder / "reference.txt").write_text(reference + "\n", encoding="utf-8")
+    return path, reference
+
+
+WORKLOADS = {"long_meeting": lambda: [long_meeting()], "short_clips_36": short_clips_36,
+             "lecture": lambda: [lecture()[0]]}
 
 if __name__ == "__main__":  # python bench/workloads.py short_clips_36  -> one path per line
     import sys

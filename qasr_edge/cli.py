@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         st.add_argument("--context", default="", help="text that comes before the stream")
         st.add_argument("--chunk-ms", type=int, default=None, help="decode every this much audio (default: the profile's, 640)")
         st.add_argument("--endpoint-ms", type=int, default=800, help="silence that ends an utterance")
-        st.add_argument("--beam-size", "-b", type=int, default=1)
+        st.add_argument("--beam-size", "-b", type=int, default=None,
+                        help="Whisper: beams per update (default: the profile's, 5 on x86-64)")
         st.add_argument("--no-partials", action="store_true", help="emit final events only")
 
     m = sub.add_parser("models", help="list model packages")

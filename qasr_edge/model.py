@@ -60,14 +60,15 @@ class Model:
         return results  # type: ignore[return-value]
 
     def stream(self, language: str | None = None, context: str = "", chunk_ms: int | None = None,
-               **options: Any):
+               beam_size: int | None = None, **options: Any):
         """Open a streaming session: `feed(pcm)` returns the events that became ready, `finish()`
-        flushes. Options: see qasr_edge.streaming.StreamOptions (chunk_ms defaults to the
-        profile's)."""
+        flushes. Options: see qasr_edge.streaming.StreamOptions (chunk_ms and beam_size default to
+        the profile's)."""
         from .streaming import StreamOptions
 
         opts = StreamOptions.from_kwargs(language=language, context=context,
-                                         chunk_ms=chunk_ms or self.profile.chunk_ms, **options)
+                                         chunk_ms=chunk_ms or self.profile.chunk_ms,
+                                         beam_size=beam_size or self.profile.stream_beam_size, **options)
         return self.family.open_stream(opts)
 
 

@@ -200,6 +200,23 @@ def test_long_stream_commits_in_utterances(whisper):
     assert len(lags) >= 12 and np.median(lags) < 3.0   # commits follow the speech, not the end of the file
 
 
+def test_whisper_stream_encodes_the_buffer_not_30_s(whisper, english, monkeypatch):
+    graphs = whisper.family.graphs
+    seen = []
+    encode = graphs.encode
+    monkeypatch.setattr(graphs, "encode", lambda mel, *a: seen.append(mel.shape[2]) or encode(mel, *a))
+    events = run(whisper.stream(chunk_ms=640), english, 10240)
+    # the buffer (at most the clip's 5 s) and 5 s or more of padding, in 5 s steps
+    assert seen and set(seen) <= {1000, 1500} and text(events)
+    seen.clear()
+    # a package exported before dims.variable_audio_ctx: Whisper's 30 s windows
+    monkeypatch.setattr(graphs, "variable_audio_ctx", False)
+    run(whisper.stream(chunk_ms=640), english[:2 * SR], 10240)
+    assert seen and set(seen) == {3000}
+    with pytest.raises(ValueError, match="exactly 3000"):
+        encode(np.zeros((1, 80, 1000), np.float32))
+
+
 def test_scheduler_batches_streams_and_keeps_each_result(whisper, english):
     other = load_audio(FIXTURES / "en_flite.wav")
     alone = [run(whisper.stream(chunk_ms=640), a, 10240) for a in (english, other)]
@@ -217,7 +234,7 @@ def test_scheduler_batches_streams_and_keeps_each_result(whisper, english):
         got[k] += events
     for mine, solo in zip(got, alone):
         assert jiwer.wer(normalise(text(solo)), normalise(text(mine))) <= 0.1
-    assert scheduler.items[("encode",)] > scheduler.calls[("encode",)]   # windows of both streams shared calls
+    assert scheduler.items["encode"] > scheduler.calls["encode"]   # windows of both streams shared calls
 
 
 # --- Qwen3-ASR (tiny random checkpoint) ------------------------------------------------------

@@ -268,7 +268,7 @@ def test_package_manifest_and_graph_io(whisper_base_package, whisper_base_ct2):
     assert m["source"]["kind"] == "ctranslate2" and m["source"]["dtype"] == "float16"
     assert m["dims"] == {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 512, "n_audio_head": 8,
                          "n_audio_layer": 6, "n_text_ctx": 448, "n_text_state": 512, "n_text_head": 8,
-                         "n_text_layer": 6, "n_vocab": 51865}
+                         "n_text_layer": 6, "n_vocab": 51865, "variable_audio_ctx": True}
     s = package.special_tokens
     assert (s["eot"], s["sot"], s["translate"], s["transcribe"], s["sot_lm"], s["sot_prev"]) == \
         (50257, 50258, 50358, 50359, 50360, 50361)
@@ -280,8 +280,8 @@ def test_package_manifest_and_graph_io(whisper_base_package, whisper_base_ct2):
     assert set(m["files"]) == {"encoder.onnx", "decoder.onnx", "tokenizer.json", "vad.onnx"}
     assert (whisper_base_package / "tokenizer.json").read_bytes() == (whisper_base_ct2 / "tokenizer.json").read_bytes()
 
-    assert io_shapes(package.graph("encoder")) == {"mel": ["batch", 80, 3000],
-                                                   "cross_kv": [6, 2, "batch", 8, 1500, 64]}
+    assert io_shapes(package.graph("encoder")) == {"mel": ["batch", 80, "frames"],
+                                                   "cross_kv": [6, 2, "batch", 8, "audio_ctx", 64]}
     decoder = io_shapes(package.graph("decoder"))
     past, cross, present = (cache_names(p, 6) for p in ("past", "cross", "present"))
     assert list(decoder) == DECODER_INPUTS + past + cross + DECODER_OUTPUTS + present
@@ -304,6 +304,22 @@ def test_fp32_graphs_match_transformers(whisper_base_package, source, clip_mels,
     assert len(prompts[0]) - len(prompts[1]) >= 2  # row 1 really is padded
     errors = check_graphs_against_hf(source.model, whisper_base_package, mel, prompts)
     assert max(errors.values()) <= PARITY, errors
+
+
+def test_shorter_window_is_transformers_with_the_first_positions(whisper_base_package, source, clip_mels):
+    """A 10 s window (1000 frames, dims.variable_audio_ctx): cross_kv is HF's encoder run on the same
+    frames with only its first 500 positional embeddings (whisper.cpp's audio_ctx)."""
+    import copy
+
+    hf = copy.deepcopy(source.model)
+    encoder = hf.model.encoder
+    encoder.embed_positions = torch.nn.Embedding.from_pretrained(encoder.embed_positions.weight[:500].clone())
+    encoder.config.max_source_positions = 500     # HF checks the input length against it
+    mel = np.ascontiguousarray(clip_mels["en_flite.wav"][:, :, :1000])
+    _, want = hf_cross_kv(hf, mel)
+    got = Graphs(whisper_base_package).encode(mel)
+    assert got.shape == want.shape == (6, 2, 1, 8, 500, 64)
+    assert rel(got, want) <= PARITY
 
 
 def test_short_row_beside_a_long_one_is_itself_alone(whisper_base_package, clip_mels):

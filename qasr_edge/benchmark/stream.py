@@ -207,7 +207,8 @@ def single(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "side": "single", "audio_s": round(audio_s, 3), "wall_s": round(wall_s, 3),
         "rtf": round(wall_s / audio_s, 4) if audio_s else None, "load_s": round(load_s, 3),
-        "cold_start_s": cold_start_s, "chunk_ms": session.options.chunk_ms, "chunks": len(chunks),
+        "cold_start_s": cold_start_s, "chunk_ms": session.options.chunk_ms, "beam_size": session.options.beam_size,
+        "chunks": len(chunks),
         "decoding_chunks": sum(1 for _, dt, n in chunks if n or 1000 * dt > DECODING_MS),
         "finish_ms": round(1000 * finish_s, 2),
         "partials": sum(1 for e in events if e.type == "partial"), "finals": len(finals),
@@ -281,12 +282,8 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     rtf = compute / audio_s if audio_s else None
     lag_p95 = percentile(lags, 95)
     end_delay = clock - audio_s
-    calls: dict[str, int] = {}
-    items: dict[str, int] = {}
-    for source, target in ((scheduler.calls, calls), (scheduler.items, items)):
-        for kind, count in source.items():
-            name = str(kind[0] if isinstance(kind, tuple) else kind)
-            target[name] = target.get(name, 0) + count
+    calls = {str(kind): count for kind, count in scheduler.calls.items()}
+    items = {str(kind): count for kind, count in scheduler.items.items()}
     step_ms = [1000 * dt for _, dt in steps]
     return {
         "side": "concurrent", "streams": n, "audio_s": round(audio_s, 3), "compute_s": round(compute, 3),
@@ -336,7 +333,7 @@ def add_parser(workloads) -> None:
     s.add_argument("--chunk-ms", type=int, default=None, help="audio per feed call (default: the profile's, 640)")
     s.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="precision of a registry model (default: the profile's)")
-    s.add_argument("--beam-size", type=int, default=1, help="beams per stream update")
+    s.add_argument("--beam-size", type=int, default=None, help="beams per stream update (default: the profile's)")
     s.add_argument("--language", "-l", default=None, help="language code (default: detected per utterance)")
     s.add_argument("--streams", type=int, nargs="+", default=[],
                    help="concurrency test: N sessions stepped together by one scheduler, for each N")
@@ -352,7 +349,7 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     from ..profiles import load_profile
     from ..registry import resolve
 
-    if args.threads < 1 or args.beam_size < 1 or any(n < 1 for n in args.streams):
+    if args.threads < 1 or (args.beam_size is not None and args.beam_size < 1) or any(n < 1 for n in args.streams):
         raise ValueError("--threads, --beam-size and --streams must be >= 1")
     if args.seconds is not None and args.seconds <= 0:
         raise ValueError("--seconds must be > 0")
@@ -399,7 +396,7 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     end = machine()
     out.update({"workload": {"model": args.model, "package": str(package), "precision": one["precision"],
                              "audio": audio, "seconds": args.seconds, "chunk_ms": one["chunk_ms"],
-                             "beam_size": args.beam_size, "language": args.language, "streams": args.streams,
+                             "beam_size": one["beam_size"], "language": args.language, "streams": args.streams,
                              "rotate_s": ROTATE_S},
                 "args": {k: v for k, v in vars(args).items() if k != "command"}, "machine": start,
                 "load_average_after": end.get("load_average")})

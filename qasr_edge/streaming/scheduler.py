@@ -18,7 +18,7 @@ class StreamScheduler:
     give each one at most one piece of audio per step."""
 
     def __init__(self) -> None:
-        self.calls: dict[Any, int] = {}    # batched calls made, by work kind (for benchmarks)
+        self.calls: dict[Any, int] = {}    # batched calls made, by work kind ("encode", "decode")
         self.items: dict[Any, int] = {}    # ...and the work items they carried
 
     def step(self, inputs: Sequence[tuple[StreamSession, Any]], coalesce: bool = False
@@ -37,7 +37,8 @@ class StreamScheduler:
             for i, work in waiting.items():
                 groups.setdefault(work.key, []).append(i)
             for key, members in groups.items():
-                kind = key[1:] if isinstance(key, tuple) else key
+                # keys are (owner, kind, what else must match): counted by kind
+                kind = key[1] if isinstance(key, tuple) and len(key) > 1 else key
                 self.calls[kind] = self.calls.get(kind, 0) + 1
                 self.items[kind] = self.items.get(kind, 0) + len(members)
                 outputs = waiting[members[0]].run([waiting[i].item for i in members])

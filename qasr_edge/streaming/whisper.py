@@ -1,8 +1,10 @@
 """Whisper as a stream: LocalAgreement over a growing buffer.
 
-Per update, the audio of the current utterance from the buffer's start is decoded as one 30 s
-window, prompted with the text committed before the buffer, the tokens committed in the buffer
-forced as the start of the transcript (so only the rest is generated). The words that this
+Per update, the audio of the current utterance from the buffer's start is decoded as one encoder
+window (the buffer and at least 5 s of padding, in 5 s steps, where the package's encoder takes
+windows shorter than Whisper's 30 s; 30 s otherwise), prompted with the text committed before the
+buffer, the tokens committed in the buffer forced as the start of the transcript (so only the rest
+is generated). The words that this
 hypothesis and the previous one agree on become a final; the rest is a partial. Once the buffer
 is longer than TRIM_SECONDS it is trimmed at the end of the last committed segment, and past
 `max_segment_s` it is committed and cut. The voice-activity detector ends utterances (what is
@@ -26,7 +28,9 @@ from .agreement import WordStarts, complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
-WINDOW_FRAMES = 3000        # Whisper's 30 s input
+WINDOW_PAD = 500            # mel frames: the encoder window holds the buffer and at least 5 s more,
+WINDOW_STEP = 500           # rounded up to 5 s steps (at most Whisper's 30 s), where the package
+                            # allows shorter windows (dims.variable_audio_ctx; measured: BENCHMARKS.md)
 TIME_STEP = 0.02            # seconds per timestamp token
 CONTEXT_TOKENS = 120        # committed tokens before the buffer that prompt the decoder
 DETECT_SECONDS = 3.0        # the language is detected again until an utterance has this much audio
@@ -136,14 +140,15 @@ class WhisperStream(VoiceSession):
         if frames <= 0:
             return []
         raw = self.buffer.frames(start, end)
-        mel = np.zeros((raw.shape[0], WINDOW_FRAMES), dtype=np.float32)
-        mel[:, :frames] = (np.maximum(raw, self._mel_max - 8.0) + 4.0) / 4.0
         model = self.model
-        cross = yield Work((id(model), "encode"), lambda items: encode_windows(model, items), mel)
+        size = model.graphs.window_frames(frames, WINDOW_PAD, WINDOW_STEP)
+        mel = np.zeros((raw.shape[0], size), dtype=np.float32)
+        mel[:, :frames] = (np.maximum(raw, self._mel_max - 8.0) + 4.0) / 4.0
+        cross = yield Work((id(model), "encode", size), lambda items: encode_windows(model, items), mel)
         language = self.fixed_language or (self.language if frames >= DETECT_SECONDS * FRAMES_PER_SECOND else None)
         options = self.decode_options
         decoded, self.language = yield Work(
-            (id(model), "decode", options), lambda items: decode_windows(model, options, items),
+            (id(model), "decode", options, size), lambda items: decode_windows(model, options, items),
             (cross, self.context[-CONTEXT_TOKENS:], language, self.prefix))
         events = self._commit(decoded, start, frames, commit_all or forced)
         if forced:

@@ -2,7 +2,8 @@
 
 Graphs (docs/model-package.md):
 
-    encoder.onnx   mel [batch, n_mels, 3000] -> cross_kv [n_text_layer, 2, batch, n_text_head, 1500, head_dim]
+    encoder.onnx   mel [batch, n_mels, frames] -> cross_kv [n_text_layer, 2, batch, n_text_head, frames / 2, head_dim]
+               (frames: 3000 for Whisper's 30 s window, or fewer: see dims.variable_audio_ctx)
     decoder.onnx   tokens, positions, seqlens_k, total_sequence_length, logit_index, past_{k,v}{i},
                    cross_{k,v}{i} -> logits, present_{k,v}{i}
                    (self-attention caches are in-place buffers, one per layer: attention.py)
@@ -189,6 +190,8 @@ def whisper_dims(config: Any) -> dict[str, int]:
         "n_text_head": config.decoder_attention_heads,
         "n_text_layer": config.decoder_layers,
         "n_vocab": config.vocab_size,
+        # the encoder takes any even number of mel frames up to 2 * n_audio_ctx (audio_ctx = frames / 2)
+        "variable_audio_ctx": True,
     }
 
 
@@ -229,7 +232,8 @@ def _modules():
         def forward(self, mel):
             gelu = torch.nn.functional.gelu
             x = gelu(self.conv2(gelu(self.conv1(mel)))).permute(0, 2, 1)
-            x = x + self.embed_positions.weight                                # 1500 positions: 30 s
+            # 1500 positions for 30 s; a shorter input (frames < 3000) takes the first ones
+            x = x + self.embed_positions.weight[: x.shape[1]]
             for layer in self.layers:
                 x = layer(x)
             return self.layer_norm(x)
@@ -364,7 +368,8 @@ def export_graphs(model: Any, out_dir: str | Path) -> dict[str, str]:
     with torch.no_grad():
         torch_export(Encoder(model).eval(), (mel,), out_dir / "encoder.onnx",
                      input_names=ENCODER_INPUTS, output_names=ENCODER_OUTPUTS,
-                     dynamic_axes={"mel": {0: "batch"}, "cross_kv": {2: "batch"}}, opset=OPSET)
+                     dynamic_axes={"mel": {0: "batch", 2: "frames"}, "cross_kv": {2: "batch", 4: "audio_ctx"}},
+                     opset=OPSET)
         seq_axes = {0: "batch", 1: "seq"}
         layers = cfg.decoder_layers
         past, present, cross = (cache_names(p, layers) for p in ("past", "present", "cross"))

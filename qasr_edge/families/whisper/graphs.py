@@ -27,13 +27,28 @@ class WhisperGraphs:
         self.n_text_ctx = dims["n_text_ctx"]
         self.n_audio_ctx, self.n_audio_state = dims["n_audio_ctx"], dims["n_audio_state"]
         self.n_audio_heads = dims["n_audio_head"]
+        self.variable_audio_ctx = bool(dims.get("variable_audio_ctx", False))
         self._cross = cache_names("cross", self.n_layers)
 
+    def window_frames(self, frames: int, pad: int, step: int) -> int:
+        """Mel frames of an encoder window holding `frames` of audio: Whisper's full window, or,
+        where the package's encoder allows it, `frames + pad` rounded up to a multiple of `step`."""
+        full = 2 * self.n_audio_ctx
+        if not self.variable_audio_ctx:
+            return full
+        return min(full, -(-(frames + pad) // step) * step)
+
     def encode(self, mel: np.ndarray, budget_bytes: int = 1 << 30) -> np.ndarray:
-        """mel [batch, n_mels, 3000] -> cross_kv [layers, 2, batch, heads, 1500, head_dim], in calls
-        of as many windows as the memory budget allows."""
+        """mel [batch, n_mels, frames] -> cross_kv [layers, 2, batch, heads, frames / 2, head_dim], in
+        calls of as many windows as the memory budget allows. `frames` is 3000, or, for a package
+        with `variable_audio_ctx`, any even number up to 3000."""
         mel = np.ascontiguousarray(mel, dtype=np.float32)
-        per_window = encoder_row_bytes(self.n_audio_heads, self.n_audio_ctx, self.n_audio_state)
+        frames = mel.shape[2]
+        full = 2 * self.n_audio_ctx
+        if frames != full and not (self.variable_audio_ctx and 0 < frames < full and frames % 2 == 0):
+            raise ValueError(f"encoder input of {frames} mel frames: this package's encoder takes "
+                             f"{'an even number up to ' if self.variable_audio_ctx else 'exactly '}{full}")
+        per_window = encoder_row_bytes(self.n_audio_heads, frames // 2, self.n_audio_state)
         step = fit_count(per_window, budget_bytes, len(mel))
         if step >= len(mel):
             return self.encoder.run(["cross_kv"], {"mel": mel})[0]
