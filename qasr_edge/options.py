@@ -45,6 +45,10 @@ class TranscribeOptions:
                                            # conditioned on the text before (the reference algorithm);
                                            # "vad" = cut at silences into <= 30 s chunks decoded in
                                            # parallel batches (faster; no conditioning across chunks)
+    short_windows: bool = False            # Whisper: a window holding less than 30 s of audio is encoded
+                                           # at its length plus 5 s or more, in 5 s steps, where the
+                                           # package allows (dims.variable_audio_ctx): about 2x faster on
+                                           # short clips, at a measured accuracy cost (BENCHMARKS.md)
 
     def __post_init__(self):
         if self.task not in TASKS:

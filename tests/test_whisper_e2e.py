@@ -48,6 +48,24 @@ def test_english_clips_are_accurate(beam5):
             assert wer(clip["text"], t.text) <= 0.16, (clip["file"], t.text)  # one word in a short clip
 
 
+def test_short_windows_encode_less_and_keep_the_text(model, beam5, monkeypatch):
+    """short_windows: clips of a few seconds are encoded in 10-15 s windows, not 30 s ones; the
+    English clips keep their accuracy, and a window of a long file stays 30 s."""
+    graphs = model.family.graphs
+    seen = []
+    encode = graphs.encode
+    monkeypatch.setattr(graphs, "encode", lambda mel, *a: seen.append(mel.shape[2]) or encode(mel, *a))
+    english = [c for c in CLIPS["clips"] if c["lang"] == "en"]
+    got = model.transcribe([str(FIXTURES / c["file"]) for c in english], short_windows=True)
+    assert seen and all(f in (1000, 1500) for f in seen) and model.last_stats["audio"]["padding_fraction"] < 0.7
+    for clip, t in zip(english, got):
+        assert t.language == "en" and wer(clip["text"], t.text) <= 0.16, (clip["file"], t.text)
+        assert wer(beam5[clip["file"]].text, t.text) <= 0.16
+    seen.clear()
+    long = model.transcribe(str(FIXTURES / CLIPS["long"]["file"]), short_windows=True)[0]
+    assert seen[0] == 3000 and wer(beam5[CLIPS["long"]["file"]].text, long.text) <= 0.08
+
+
 def test_languages_detected(beam5):
     detected = {c["file"]: beam5[c["file"]].language for c in CLIPS["clips"]}
     for name in ("en_flite.wav", "en_weather.wav", "es.wav", "fr.wav"):

@@ -42,6 +42,8 @@ def add_bench_parser(sub) -> None:
     w.add_argument("--chunking", choices=CHUNKING, default="seek",
                    help="our long-audio recipe: seek (sequential windows) or vad (silence-cut chunks in parallel, "
                         "like the batched peer)")
+    w.add_argument("--short-windows", action="store_true",
+                   help="ours: encode audio shorter than 30 s at its length plus 5 s or more (TranscribeOptions.short_windows)")
     w.add_argument("--peer-modes", nargs="+", choices=("sequential", "batched"), default=["sequential", "batched"],
                    help="faster-whisper modes to run")
     w.add_argument("--peer-compute-type", default=None,

@@ -37,7 +37,8 @@ def ours(spec: dict[str, Any]) -> dict[str, Any]:
     load_s = watch.lap("load")
     cold_start_s = process_age_s()
     decoder, encoder = meter(model), meter(model, "encoder")
-    options = {"beam_size": spec["beam_size"], "chunking": spec.get("chunking", "seek")}
+    options = {"beam_size": spec["beam_size"], "chunking": spec.get("chunking", "seek"),
+               "short_windows": spec.get("short_windows", False)}
     if spec.get("batch_size"):
         options["batch_size"] = spec["batch_size"]
     results = model.transcribe(spec["audio"], **options)
@@ -114,7 +115,8 @@ def plan(args, log) -> tuple[Side, list[Side], dict[str, Any], list[str]]:
     common = {"audio": files, "threads": args.threads, "beam_size": args.beam_size}
     mine = Side("qasr_edge (one call)", {"side": "whisper:ours", "package": str(package), "profile": args.profile,
                                          "batch_size": args.batch_size,
-                                         "chunking": args.chunking, **common})
+                                         "chunking": args.chunking, "short_windows": args.short_windows,
+                                         **common})
     peers = []
     notes = [f"{len(files)} file(s), {audio_seconds(files):.1f} s of audio, beam {args.beam_size}, default options "
              "(temperature fallback, condition on previous text) on every side",

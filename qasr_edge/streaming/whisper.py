@@ -28,9 +28,6 @@ from .agreement import WordStarts, complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
-WINDOW_PAD = 500            # mel frames: the encoder window holds the buffer and at least 5 s more,
-WINDOW_STEP = 500           # rounded up to 5 s steps (at most Whisper's 30 s), where the package
-                            # allows shorter windows (dims.variable_audio_ctx; measured: BENCHMARKS.md)
 TIME_STEP = 0.02            # seconds per timestamp token
 CONTEXT_TOKENS = 120        # committed tokens before the buffer that prompt the decoder
 DETECT_SECONDS = 3.0        # the language is detected again until an utterance has this much audio
@@ -141,7 +138,7 @@ class WhisperStream(VoiceSession):
             return []
         raw = self.buffer.frames(start, end)
         model = self.model
-        size = model.graphs.window_frames(frames, WINDOW_PAD, WINDOW_STEP)
+        size = model.graphs.window_frames(frames)
         mel = np.zeros((raw.shape[0], size), dtype=np.float32)
         mel[:, :frames] = (np.maximum(raw, self._mel_max - 8.0) + 4.0) / 4.0
         cross = yield Work((id(model), "encode", size), lambda items: encode_windows(model, items), mel)

@@ -110,6 +110,8 @@ def export(source: str | Path, output: str | Path, precision: str = "fp32", name
             from .quantize import quantize_graphs
 
             manifest["quantization"] = quantize_graphs(staging, manifest, precision, options)
+        for graph in manifest["graphs"].values():
+            weights_apart(staging / graph)
         write_manifest(staging, manifest)
         os.chmod(staging, 0o755)
         _move_into_place(staging, output)
@@ -164,6 +166,21 @@ def save_onnx(model: Any, path: str | Path) -> None:
     else:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
+
+
+def weights_apart(path: str | Path) -> None:
+    """Store a graph's weights in one `<name>.data` file beside it (if they are not already): ONNX
+    Runtime then maps that file instead of copying the weights out of the protobuf, and lets go of
+    what it prepacked. Measured (session RSS after loading both graphs): whisper-base int8 265 ->
+    173 MB, Qwen3-ASR 0.6B int4 1107 -> 974 MB; loads are faster too (BENCHMARKS.md, "Memory")."""
+    onnx = require("onnx")
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        return
+    model = onnx.load(str(path))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
 
 
 def _proto_bytes(model: Any) -> int:

@@ -146,9 +146,7 @@ class WhisperModel:
 
     def _window(self, job: _Job) -> tuple[np.ndarray, int]:
         size = min(N_FRAMES, job.content_frames - job.seek)
-        mel = np.zeros((self.graphs.n_mels, N_FRAMES), dtype=np.float32)
-        mel[:, :size] = job.features[:, job.seek:job.seek + size]
-        return mel, size
+        return job.features[:, job.seek:job.seek + size], size
 
     def _prompt(self, job: _Job, options: TranscribeOptions) -> tuple[list[int], int]:
         """The decoder prompt and the index of its start-of-transcript token."""
@@ -171,8 +169,13 @@ class WhisperModel:
 
     def _decode_windows(self, jobs: list[_Job], options: TranscribeOptions) -> None:
         windows = [self._window(j) for j in jobs]
-        self.stats["audio"].add([size for _, size in windows], N_FRAMES)
-        cross_kv = self.graphs.encode(np.stack([w for w, _ in windows]), self.profile.memory_budget_mb << 20)
+        longest = max(size for _, size in windows)
+        frames = self.graphs.window_frames(longest) if options.short_windows else N_FRAMES
+        self.stats["audio"].add([size for _, size in windows], frames)
+        mel = np.zeros((len(windows), self.graphs.n_mels, frames), dtype=np.float32)
+        for row, (features, size) in zip(mel, windows):
+            row[:, :size] = features
+        cross_kv = self.graphs.encode(mel, self.profile.memory_budget_mb << 20)
         unknown = [i for i, j in enumerate(jobs) if j.language is None]
         if unknown:
             subset = cross_kv if keeps_all(np.asarray(unknown), len(jobs)) else np.take(cross_kv, unknown, axis=2)

@@ -15,6 +15,14 @@ from ...package import ModelPackage
 from ...profiles import Profile
 
 
+# A window shorter than Whisper's 30 s holds its audio and at least WINDOW_PAD frames of padding,
+# rounded up to WINDOW_STEP frames (5 s), so windows of similar lengths share batches. Measured
+# against 30 s windows (BENCHMARKS.md, issue 5): streams lost no accuracy; short clips decoded
+# offline lost 0.5 WER points.
+WINDOW_PAD = 500
+WINDOW_STEP = 500
+
+
 class WhisperGraphs:
     def __init__(self, package: ModelPackage, profile: Profile):
         self.encoder = profile.create_session(package.graph("encoder"))
@@ -30,13 +38,13 @@ class WhisperGraphs:
         self.variable_audio_ctx = bool(dims.get("variable_audio_ctx", False))
         self._cross = cache_names("cross", self.n_layers)
 
-    def window_frames(self, frames: int, pad: int, step: int) -> int:
+    def window_frames(self, frames: int) -> int:
         """Mel frames of an encoder window holding `frames` of audio: Whisper's full window, or,
-        where the package's encoder allows it, `frames + pad` rounded up to a multiple of `step`."""
+        where the package's encoder allows it, `frames + WINDOW_PAD` rounded up to WINDOW_STEP."""
         full = 2 * self.n_audio_ctx
         if not self.variable_audio_ctx:
             return full
-        return min(full, -(-(frames + pad) // step) * step)
+        return min(full, -(-(frames + WINDOW_PAD) // WINDOW_STEP) * WINDOW_STEP)
 
     def encode(self, mel: np.ndarray, budget_bytes: int = 1 << 30) -> np.ndarray:
         """mel [batch, n_mels, frames] -> cross_kv [layers, 2, batch, heads, frames / 2, head_dim], in
