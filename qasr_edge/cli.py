@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                         "fp16: for GPU profiles (docs/model-package.md)")
     e.add_argument("--profile", "-p", default=None, help="device profile whose precision to build")
     e.add_argument("--block-size", type=int, default=None,
-                   help="int4: rows per quantization block (16, 32, 64, 128 or 256; default 32)")
+                   help="int4: rows per quantization block (16, 32, 64, 128 or 256; default 64)")
     e.add_argument("--calibration", nargs="+", default=[], metavar="AUDIO",
                    help="int8-static: audio files to calibrate activation ranges on (speech like the real input)")
     e.add_argument("--name", default=None)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "qasr-edge-package"
-FORMAT_VERSION = 2       # 2: decoder caches are in-place buffers updated by GroupQueryAttention
+FORMAT_VERSION = 3       # 2: decoder caches are in-place buffers updated by GroupQueryAttention;
+                         # 3: weights in <graph>.onnx.data, Whisper encoders take windows under 30 s,
+                         #    outlier MatMuls in 8-bit blocks, int4 blocks of 64 (2026-11-27)
 OLDEST_READABLE = 2      # packages older than this must be exported again
 MANIFEST = "manifest.json"
 # what `export --precision` builds and `transcribe --precision` asks for (docs/model-package.md)
@@ -81,12 +83,12 @@ def is_package(path: str | Path) -> bool:
 
 
 def is_current(path: str | Path) -> bool:
-    """A package this runtime reads (not one written in an older format)."""
+    """A package written in this runtime's format version: the cache of exported registry models
+    builds again what an older version wrote (it still loads, with the older recipes)."""
     try:
-        read_package(path)
+        return read_package(path).manifest.get("format_version") == FORMAT_VERSION
     except PackageError:
         return False
-    return True
 
 
 def read_package(path: str | Path, verify: bool = False) -> ModelPackage:

@@ -125,6 +125,10 @@ def _export(source: Path, output: Path, precision: str, name: str) -> Path:
     try:
         from .tooling.export import export
     except ImportError as exc:  # pragma: no cover - depends on the install
+        if is_package(output):   # written by an older version: it loads, with the older recipes
+            print(f"qasr-edge: {output} is in an older package format; install 'qasr_edge[export]' to "
+                  "rebuild it with the current recipes", file=sys.stderr)
+            return output
         raise RegistryError(f"building the {name} package needs the offline tooling ({exc}): "
                             f"pip install 'qasr_edge[export]'") from None
     print(f"qasr-edge: building {name} ({precision}) from {source} into {output} (once)", file=sys.stderr)

@@ -219,9 +219,14 @@ def test_int4_whisper_base_transcribes_english(whisper_base_int4_package, whispe
     decoder, encoder = q["graphs"]["decoder"], q["graphs"]["encoder"]
     assert package.precision == q["precision"] == "int4"
     assert (decoder["method"], decoder["block_size"], decoder["symmetric"], decoder["accuracy_level"]) == \
-        ("weight-only block-wise", 32, False, 4)
+        ("weight-only block-wise", 64, False, 4)
     assert (decoder["head"], decoder["head_node"], decoder["fp16_gather_tables"]) == ("int8", "/Gemm_matmul", 1)
     assert encoder["method"] == "dynamic" and "/encoder/layers.0/fc1/MatMul" in encoder["excluded_nodes"]
+    # what quantize_dynamic leaves out (outliers) becomes 8-bit blocks
+    assert encoder["8bit_block_nodes"] == encoder["excluded_nodes"] and len(encoder["excluded_nodes"]) == 11
+    enc_nodes = onnx.load(str(package.graph("encoder")), load_external_data=False).graph.node
+    enc_bits = [next(a.i for a in n.attribute if a.name == "bits") for n in enc_nodes if n.op_type == "MatMulNBits"]
+    assert enc_bits == [8] * 11
     nodes = onnx.load(str(package.graph("decoder")), load_external_data=False).graph.node
     bits = [next(a.i for a in n.attribute if a.name == "bits") for n in nodes if n.op_type == "MatMulNBits"]
     assert set(bits) == {4} and len(bits) == decoder["matmul_nbits_nodes"] == 48  # 6 layers x 8 MatMuls

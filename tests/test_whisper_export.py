@@ -531,3 +531,19 @@ def test_rows_of_a_group_share_its_cross_attention(whisper_base_package, clip_me
                                      [[3], [3]])
     assert rel(shared, copied) <= 1e-5 and rel(present, present2) <= 1e-5
     assert rel(shared[0], shared[1]) > 1e-3  # the rows really differ
+
+
+def test_an_older_format_loads_but_is_not_current(whisper_base_package, tmp_path):
+    """The registry's cache exports again what an older format version wrote (is_current); given
+    as a folder, such a package still loads."""
+    import shutil
+
+    from qasr_edge.package import FORMAT_VERSION, is_current
+
+    old = tmp_path / "old"
+    shutil.copytree(whisper_base_package, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION - 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert read_package(old, verify=True).name == "whisper-base"
+    assert is_current(whisper_base_package) and not is_current(old)

@@ -181,6 +181,7 @@ def weights_apart(path: str | Path) -> None:
     model = onnx.load(str(path))
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
+    os.chmod(data, 0o644)   # onnx creates it private; the package's other files are readable
 
 
 def _proto_bytes(model: Any) -> int:

@@ -35,7 +35,7 @@ ACCURACY_LEVELS = (0, 1, 2, 3, 4)   # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf
 
 @dataclass(frozen=True)
 class Int4Settings:
-    block_size: int = 32       # rows of K per scale
+    block_size: int = 64       # rows of K per scale (measured: BENCHMARKS.md, "Memory")
     symmetric: bool = False    # False: a zero point per block (measured better on whisper-base)
     accuracy_level: int = 4    # int8 activations in the CPU kernel
     head: str = "int8"         # the output head (producer of `logits`): "int8" (dynamic) or "int4"
@@ -71,6 +71,16 @@ def _nbits(model: Any, bits: int, settings: Int4Settings, exclude: list[str]) ->
         accuracy_level=settings.accuracy_level or None, nodes_to_exclude=exclude, op_types_to_quantize=("MatMul",))
     quantizer.process()
     return quantizer.model.model
+
+
+BLOCKS_8BIT = Int4Settings(block_size=32)   # asymmetric, accuracy_level 4 (int8 compute)
+
+
+def nbits_only(model: Any, bits: int, nodes: list[str], settings: Int4Settings = BLOCKS_8BIT) -> Any:
+    """MatMulNBits with `bits` for the named MatMul nodes only (weights and activations both
+    quantized per block of `block_size`, so an outlier only coarsens its own block)."""
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in set(nodes)]
+    return _nbits(model, bits, settings, others)
 
 
 def quantize_int4(src: str | Path, dst: str | Path, settings: Int4Settings, logits: str = "logits",
