@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import wave
@@ -73,15 +72,12 @@ def meeting_item(seconds: float = 270.0) -> tuple[str, str]:
 def synthesize_calibration(folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     files = []
+    from workloads import synthesize, write_wav
+
     for i, (tool, voice, text) in enumerate(CALIBRATION):
-        raw, out = folder / f"raw_{i}.wav", folder / f"calib_{i}.wav"
+        out = folder / f"calib_{i}.wav"
         if not out.exists():
-            if tool == "flite":
-                subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True)
-            else:
-                subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
-            subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
-            raw.unlink()
+            write_wav(out, synthesize(tool, voice, text))
         files.append(str(out))
     return files
 

@@ -19,7 +19,7 @@ def _read(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
 
 
-def _write(path: Path, pcm: np.ndarray) -> Path:
+def write_wav(path: Path, pcm: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
@@ -42,7 +42,7 @@ def long_meeting(seconds: float = 270.0) -> Path:
     while sum(len(p) for p in pcm) < seconds * 16000:
         pcm += [parts[i % len(parts)], pause]
         i += 1
-    return _write(path, np.concatenate(pcm)[: int(seconds * 16000)])
+    return write_wav(path, np.concatenate(pcm)[: int(seconds * 16000)])
 
 
 def short_clips() -> list[Path]:
@@ -68,7 +68,7 @@ def short_clips_36(count: int = 36, seed: int = 36) -> list[Path]:
         fitting = [s for s in sources if len(s) >= length]
         source = fitting[i % len(fitting)]
         start = int(rng.integers(0, len(source) - length + 1))
-        _write(path, source[start:start + length])
+        write_wav(path, source[start:start + length])
     return paths
 
 
@@ -112,7 +112,8 @@ LECTURE = [
 LECTURE_PAUSE_S = 0.7
 
 
-def _synthesize(tool: str, voice: str, text: str) -> np.ndarray:
+def synthesize(tool: str, voice: str, text: str) -> np.ndarray:
+    """One sentence read by flite or espeak-ng, as 16 kHz mono int16 (sox converts)."""
     import subprocess
     import tempfile
 
@@ -137,8 +138,8 @@ def lecture() -> tuple[Path, str]:
         pause = np.zeros(int(LECTURE_PAUSE_S * 16000), dtype=np.int16)
         parts = []
         for tool, voice, text in LECTURE:
-            parts += [_synthesize(tool, voice, text), pause]
-        _write(path, np.concatenate(parts))
+            parts += [synthesize(tool, voice, text), pause]
+        write_wav(path, np.concatenate(parts))
     (folder / "reference.txt").write_text(reference + "\n", encoding="utf-8")
     return path, reference
 

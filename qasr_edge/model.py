@@ -68,7 +68,8 @@ class Model:
 
         opts = StreamOptions.from_kwargs(language=language, context=context,
                                          chunk_ms=chunk_ms or self.profile.chunk_ms,
-                                         beam_size=beam_size or self.profile.stream_beam_size, **options)
+                                         beam_size=self.profile.stream_beam_size if beam_size is None else beam_size,
+                                         **options)
         return self.family.open_stream(opts)
 
 

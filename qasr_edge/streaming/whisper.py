@@ -4,12 +4,11 @@ Per update, the audio of the current utterance from the buffer's start is decode
 window (the buffer and at least 5 s of padding, in 5 s steps, where the package's encoder takes
 windows shorter than Whisper's 30 s; 30 s otherwise), prompted with the text committed before the
 buffer, the tokens committed in the buffer forced as the start of the transcript (so only the rest
-is generated). The words that this
-hypothesis and the previous one agree on become a final; the rest is a partial. Once the buffer
-is longer than TRIM_SECONDS it is trimmed at the end of the last committed segment, and past
-`max_segment_s` it is committed and cut. The voice-activity detector ends utterances (what is
-decoded then is final) and keeps silence away from the decoder; a chunk without speech inside an
-utterance is not decoded.
+is generated). The words that this hypothesis and the previous one agree on become a final; the
+rest is a partial. Once the buffer is longer than TRIM_SECONDS it is trimmed at the end of the last
+committed segment, and past `max_segment_s` it is committed and cut. The voice-activity detector
+ends utterances (what is decoded then is final) and keeps silence away from the decoder; a chunk
+without speech inside an utterance is not decoded.
 
 Updates ask for their encoder and decoder calls as `Work`, so a `StreamScheduler` can batch the
 calls of many streams.
