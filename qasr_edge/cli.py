@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         st.add_argument("--language", "-l", default=None, help="language code (default: detect per utterance)")
         st.add_argument("--context", default="", help="text that comes before the stream")
         st.add_argument("--chunk-ms", type=int, default=None, help="decode every this much audio (default: the profile's, 640)")
-        st.add_argument("--endpoint-ms", type=int, default=800, help="silence that ends an utterance")
+        st.add_argument("--endpoint-ms", type=int, default=None,
+                        help="silence that ends an utterance (default: 1500 for Whisper, 800 for Qwen3-ASR)")
         st.add_argument("--beam-size", "-b", type=int, default=None,
                         help="Whisper: beams per update (default: the profile's, 5 on x86-64)")
         st.add_argument("--no-partials", action="store_true", help="emit final events only")

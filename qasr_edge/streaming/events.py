@@ -45,7 +45,8 @@ class StreamOptions:
     language: str | None = None       # None: detected at the start of each utterance
     context: str = ""                 # text that comes before the stream (Whisper prompt, Qwen3-ASR context)
     chunk_ms: int = 640               # the stream decodes each time this much new audio has arrived
-    endpoint_ms: int = 800            # silence (voice-activity detector) that ends an utterance
+    endpoint_ms: int | None = None    # silence (voice-activity detector) that ends an utterance;
+                                      # None: the model family's (Whisper 1500, Qwen3-ASR 800)
     max_segment_s: float = 20.0       # an utterance longer than this is committed and cut
     vad_threshold: float = 0.5        # speech probability of a 32 ms frame that counts as speech
     beam_size: int = 1                # Whisper: beams per update (1 = greedy)
@@ -58,7 +59,7 @@ class StreamOptions:
     def __post_init__(self):
         if not 10 <= self.chunk_ms <= 10000 or self.chunk_ms % 10:
             raise ValueError(f"chunk_ms must be a multiple of 10 between 10 and 10000, got {self.chunk_ms}")
-        if self.endpoint_ms < 0:
+        if self.endpoint_ms is not None and self.endpoint_ms < 0:
             raise ValueError("endpoint_ms must be >= 0")
         if not 2.0 <= self.max_segment_s <= 28.0:
             raise ValueError(f"max_segment_s must be between 2 and 28 seconds, got {self.max_segment_s}")

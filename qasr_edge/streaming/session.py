@@ -130,6 +130,8 @@ class VoiceSession(StreamSession):
     (an update over the open utterance's audio up to `end_frame`; `final`: commit everything),
     `_begin(first_frame)`, `_end(end_frame)` and `_silence(now_frame)`."""
 
+    default_endpoint_ms = 800   # when the options give none
+
     def __init__(self, options: StreamOptions, detector, buffer):
         super().__init__(options)
         if detector is None:
@@ -139,7 +141,8 @@ class VoiceSession(StreamSession):
 
         self.buffer = buffer
         self.vad = VadStream(detector)
-        self.endpointer = Endpointer(detector.frame, options.vad_threshold, options.endpoint_ms)
+        endpoint_ms = self.default_endpoint_ms if options.endpoint_ms is None else options.endpoint_ms
+        self.endpointer = Endpointer(detector.frame, options.vad_threshold, endpoint_ms)
         self._ended: list = []     # utterances the endpointer closed since the last update
         self._open = None          # the utterance being decoded
         self._heard = False        # speech in the audio since the last update

@@ -4,11 +4,12 @@ Per update, the audio of the current utterance from the buffer's start is decode
 window (the buffer and at least 5 s of padding, in 5 s steps, where the package's encoder takes
 windows shorter than Whisper's 30 s; 30 s otherwise), prompted with the text committed before the
 buffer, the tokens committed in the buffer forced as the start of the transcript (so only the rest
-is generated). The words that this hypothesis and the previous one agree on become a final; the
-rest is a partial. Once the buffer is longer than TRIM_SECONDS it is trimmed at the end of the last
-committed segment, and past `max_segment_s` it is committed and cut. The voice-activity detector
-ends utterances (what is decoded then is final) and keeps silence away from the decoder; a chunk
-without speech inside an utterance is not decoded.
+is generated). The words that this hypothesis and the previous one agree on become a final (a
+word is whole once the next one starts, or once the decoder closed its segment with a timestamp);
+the rest is a partial. Once the buffer is longer than TRIM_SECONDS it is trimmed at the end of
+the last committed segment, and past `max_segment_s` it is committed and cut. The voice-activity
+detector ends utterances (what is decoded then is final) and keeps silence away from the decoder;
+a chunk without speech inside an utterance is not decoded.
 
 Updates ask for their encoder and decoder calls as `Work`, so a `StreamScheduler` can batch the
 calls of many streams.
@@ -23,7 +24,7 @@ import numpy as np
 from .. import _core
 from ..options import TranscribeOptions
 from ..search import Decoded
-from .agreement import WordStarts, complete_words, local_agreement
+from .agreement import WordStarts, common_prefix, complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
@@ -83,6 +84,10 @@ def parse_hypothesis(tokens: list[int], timestamp_begin: int, duration: float, w
 
 
 class WhisperStream(VoiceSession):
+    # Silence that ends an utterance when the options do not say: a short pause between sentences
+    # stays inside the utterance, so the next sentence is decoded with this one as context
+    # (measured, BENCHMARKS.md 2026-11-27: lecture WER 14.18% at 800 ms, 10.70% at 1500 ms)
+    default_endpoint_ms = 1500
     def __init__(self, model, options: StreamOptions):
         if options.language is not None and model.tokens.multilingual and options.language not in model.tokens.languages:
             raise ValueError(f"unknown language '{options.language}'")
@@ -164,6 +169,12 @@ class WhisperStream(VoiceSession):
             take = len(current)
         else:
             take = local_agreement(self.previous, current, self._starts_word)
+            # a segment the decoder closed (a timestamp after its text) ends a whole word: commit
+            # through it once the previous hypothesis agrees on all of it
+            agreed = common_prefix(self.previous, current)
+            closed = [n - done for n in h.segment_ends if 0 < n - done <= agreed]
+            if closed:
+                take = max(take, closed[-1])
             if duration >= self.options.max_segment_s:   # too long: commit through the last closed segment
                 closed = [n - done for n in h.segment_ends if n > done]
                 take = max(take, closed[-1] if closed else complete_words(current, len(current), self._starts_word))
