@@ -217,6 +217,28 @@ def test_whisper_stream_encodes_the_buffer_not_30_s(whisper, english, monkeypatc
         encode(np.zeros((1, 80, 1000), np.float32))
 
 
+def test_whisper_commits_a_closed_segment_once_two_hypotheses_agree(whisper):
+    """The last word of a segment the decoder closed with a timestamp is whole: the second
+    agreeing hypothesis commits all of it (without the rule only " Hello" would be, since no
+    next word shows that "world." ended)."""
+    stream = whisper.family.open_stream(StreamOptions(beam_size=1))
+    t = whisper.family.tokens
+    text_ids = whisper.family.tokenizer.encode(" Hello world.")
+    tokens = [t.timestamp_begin] + text_ids + [t.timestamp_begin + 50]   # <|0.00|> Hello world.<|1.00|>
+    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens), no_speech_prob=0.0,
+                                       avg_logprob=-0.1, compression_ratio=1.0)
+    assert [e.type for e in stream._commit(hypothesis, 0, 150, False)] == ["partial"]
+    events = stream._commit(hypothesis, 0, 150, False)
+    assert [(e.type, e.text) for e in events] == [("final", " Hello world.")]
+
+
+def test_endpoint_defaults_per_family(whisper, qwen):
+    frame_ms = 1000 * whisper.family.vad.frame / SR
+    assert whisper.stream().endpointer.endpoint_frames == round(1500 / frame_ms)
+    assert whisper.stream(endpoint_ms=800).endpointer.endpoint_frames == round(800 / frame_ms)
+    assert qwen.stream().endpointer.endpoint_frames == round(800 / frame_ms)
+
+
 def test_scheduler_batches_streams_and_keeps_each_result(whisper, english):
     other = load_audio(FIXTURES / "en_flite.wav")
     alone = [run(whisper.stream(chunk_ms=640), a, 10240) for a in (english, other)]

@@ -88,6 +88,7 @@ class WhisperStream(VoiceSession):
     # stays inside the utterance, so the next sentence is decoded with this one as context
     # (measured, BENCHMARKS.md 2026-11-27: lecture WER 14.18% at 800 ms, 10.70% at 1500 ms)
     default_endpoint_ms = 1500
+
     def __init__(self, model, options: StreamOptions):
         if options.language is not None and model.tokens.multilingual and options.language not in model.tokens.languages:
             raise ValueError(f"unknown language '{options.language}'")
@@ -169,14 +170,12 @@ class WhisperStream(VoiceSession):
             take = len(current)
         else:
             take = local_agreement(self.previous, current, self._starts_word)
+            closed = [n - done for n in h.segment_ends if n > done]   # segment ends, in `current`
             # a segment the decoder closed (a timestamp after its text) ends a whole word: commit
             # through it once the previous hypothesis agrees on all of it
             agreed = common_prefix(self.previous, current)
-            closed = [n - done for n in h.segment_ends if 0 < n - done <= agreed]
-            if closed:
-                take = max(take, closed[-1])
+            take = max([take] + [n for n in closed if n <= agreed])
             if duration >= self.options.max_segment_s:   # too long: commit through the last closed segment
-                closed = [n - done for n in h.segment_ends if n > done]
                 take = max(take, closed[-1] if closed else complete_words(current, len(current), self._starts_word))
         events = []
         offset = start / FRAMES_PER_SECOND
