@@ -169,7 +169,8 @@ def _load(spec: dict[str, Any]):
 
 
 def _stream_options(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"language": spec.get("language"), "chunk_ms": spec.get("chunk_ms"), "beam_size": spec["beam_size"]}
+    return {"language": spec.get("language"), "chunk_ms": spec.get("chunk_ms"), "beam_size": spec["beam_size"],
+            "endpoint_ms": spec.get("endpoint_ms")}
 
 
 def single(spec: dict[str, Any]) -> dict[str, Any]:
@@ -335,6 +336,8 @@ def add_parser(workloads) -> None:
                    help="precision of a registry model (default: the profile's)")
     s.add_argument("--beam-size", type=int, default=None, help="beams per stream update (default: the profile's)")
     s.add_argument("--language", "-l", default=None, help="language code (default: detected per utterance)")
+    s.add_argument("--endpoint-ms", type=int, default=None,
+                   help="silence that ends an utterance (default: the model family's)")
     s.add_argument("--streams", type=int, nargs="+", default=[],
                    help="concurrency test: N sessions stepped together by one scheduler, for each N")
     s.add_argument("--offline", action="store_true",
@@ -362,7 +365,7 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     package = resolve(args.model, args.precision or load_profile(args.profile).precision)
     common = {"package": str(package), "profile": args.profile, "threads": args.threads, "audio": audio,
               "seconds": args.seconds, "chunk_ms": args.chunk_ms, "beam_size": args.beam_size,
-              "language": args.language}
+              "language": args.language, "endpoint_ms": args.endpoint_ms}
 
     log("single stream ...")
     one = run_process({"side": "stream:single", **common})
