@@ -35,7 +35,7 @@ class TranscribeOptions:
     suppress_tokens: tuple[int, ...] = (-1,)   # -1: the model's non-speech symbols
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
-    max_new_tokens: int | None = None      # per window; None: as many as the model's context allows
+    max_new_tokens: int | None = None      # per window; None: the family's default (Whisper: 224, half its text context)
     min_new_tokens: int = 0                # end-of-sequence barred before this many (fixed-work benchmarks)
     n_best: int = 1
     seed: int = 0                          # sampling at temperature > 0 is reproducible

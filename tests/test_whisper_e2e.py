@@ -143,6 +143,23 @@ def test_numpy_input_and_max_new_tokens(model):
     assert sum(len(s.tokens) for s in short.segments) <= 4
 
 
+def test_a_window_samples_at_most_half_the_text_context(model, monkeypatch):
+    """As Whisper's reference decoder: at most n_text_ctx // 2 new tokens per window unless asked
+    (a short clip's loop was decoded to 445 tokens at every temperature of the fallback)."""
+    import qasr_edge.families.whisper as family
+    from qasr_edge.audio import load_audio
+
+    caps = []
+    decode = family.decode_with_fallback
+    monkeypatch.setattr(family, "decode_with_fallback",
+                        lambda prefill, n, search, *a, **k: caps.append(search.max_new_tokens) or decode(prefill, n, search, *a, **k))
+    audio = load_audio(FIXTURES / "en_weather.wav")
+    model.transcribe(audio, beam_size=1)
+    model.transcribe(audio, beam_size=1, max_new_tokens=300)
+    n_text_ctx = model.family.graphs.n_text_ctx
+    assert caps == [n_text_ctx // 2, 300] and n_text_ctx // 2 < 300
+
+
 def test_same_tokens_as_faster_whisper_greedy(whisper_base_ct2, model):
     """Greedy decoding at temperature 0 on the same weights gives faster-whisper's tokens."""
     from faster_whisper import WhisperModel

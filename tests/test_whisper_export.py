@@ -367,6 +367,20 @@ def test_int8_package_agrees_with_fp32(whisper_base_package, whisper_base_int8_p
     assert top1["all"] >= INT8_TOP1_ALL and top1["en"] >= INT8_TOP1_ENGLISH, (top1, {k: len(v) for k, v in agree.items()})
 
 
+def test_windows_encoded_together_are_each_encoded_alone(whisper_base_int8_package, clip_mels):
+    """int8 quantizes an encoder's activations per tensor, over every window of a call; the runtime
+    encodes one window per call, so a window's keys do not depend on the windows beside it (before,
+    a file's transcript changed with the files transcribed in the same call)."""
+    import qasr_edge
+
+    graphs = qasr_edge.load_model(whisper_base_int8_package, threads=2).family.graphs
+    mels = np.concatenate([clip_mels["en_flite.wav"], clip_mels["de.wav"], clip_mels["en_weather.wav"]])
+    together = graphs.encode(mels)
+    assert together.shape[2] == 3
+    for i in range(3):
+        assert np.array_equal(together[:, :, i], graphs.encode(mels[i:i + 1])[:, :, 0])
+
+
 def test_special_tokens_languages_follow_the_model(whisper_base_ct2):
     text = (whisper_base_ct2 / "tokenizer.json").read_text()
     common = dict(suppress_ids=[], suppress_ids_begin=[], alignment_heads=[])

@@ -255,7 +255,7 @@ def _letters(text: str) -> str:
 
 def encode_windows(model, mels: list[np.ndarray]) -> list[np.ndarray]:
     """Windows of several streams in one encoder call; each gets its cross keys [L, 2, 1, ...]."""
-    cross = model.graphs.encode(np.stack(mels), model.profile.memory_budget_mb << 20)
+    cross = model.graphs.encode(np.stack(mels))
     return [cross[:, :, i:i + 1] for i in range(len(mels))]
 
 

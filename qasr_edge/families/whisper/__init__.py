@@ -175,7 +175,7 @@ class WhisperModel:
         mel = np.zeros((len(windows), self.graphs.n_mels, frames), dtype=np.float32)
         for row, (features, size) in zip(mel, windows):
             row[:, :size] = features
-        cross_kv = self.graphs.encode(mel, self.profile.memory_budget_mb << 20)
+        cross_kv = self.graphs.encode(mel)
         unknown = [i for i, j in enumerate(jobs) if j.language is None]
         if unknown:
             subset = cross_kv if keeps_all(np.asarray(unknown), len(jobs)) else np.take(cross_kv, unknown, axis=2)
@@ -199,7 +199,11 @@ class WhisperModel:
         are a forced start of the transcript: the timestamp rules see them, the results do not
         repeat them."""
         room = self.graphs.n_text_ctx - max(len(p) for p, _ in prompts)
-        max_new = room if options.max_new_tokens is None else min(options.max_new_tokens, room)
+        # Whisper's reference decoder samples at most half the text context (224 tokens) per
+        # window; a window that reaches it is a loop, which the fallback rejects anyway, so a
+        # longer cap only makes each rejected try dearer (36 short clips: tries of 445 tokens)
+        cap = self.graphs.n_text_ctx // 2 if options.max_new_tokens is None else options.max_new_tokens
+        max_new = min(cap, room)
         search = SearchOptions(beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
                                length_penalty=options.length_penalty, max_new_tokens=max(max_new, 0),
                                min_new_tokens=min(options.min_new_tokens, max(max_new, 0)),

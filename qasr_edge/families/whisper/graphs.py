@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...batching import encoder_row_bytes, fit_count
 from ...kvcache import CachedDecoderState, KVCache, cache_names, keeps_all
 from ...package import ModelPackage
 from ...profiles import Profile
 
 
 # A window shorter than Whisper's 30 s holds its audio and at least WINDOW_PAD frames of padding,
-# rounded up to WINDOW_STEP frames (5 s), so windows of similar lengths share batches. Measured
+# rounded up to WINDOW_STEP frames (5 s), so windows of similar lengths share decoder batches. Measured
 # against 30 s windows (BENCHMARKS.md, 2026-11-27): stream WER +0.56 points on the meeting and
 # -0.49 on the lecture; 32 short sentences decoded offline +0.50.
 WINDOW_PAD = 500
@@ -46,26 +45,29 @@ class WhisperGraphs:
             return full
         return min(full, -(-(frames + WINDOW_PAD) // WINDOW_STEP) * WINDOW_STEP)
 
-    def encode(self, mel: np.ndarray, budget_bytes: int = 1 << 30) -> np.ndarray:
-        """mel [batch, n_mels, frames] -> cross_kv [layers, 2, batch, heads, frames / 2, head_dim], in
-        calls of as many windows as the memory budget allows. `frames` is 3000, or, for a package
-        with `variable_audio_ctx`, any even number up to 3000."""
+    def encode(self, mel: np.ndarray) -> np.ndarray:
+        """mel [batch, n_mels, frames] -> cross_kv [layers, 2, batch, heads, frames / 2, head_dim].
+        `frames` is 3000, or, for a package with `variable_audio_ctx`, any even number up to 3000.
+
+        The windows are encoded one per call, into one preallocated array. On CPUs this is faster
+        than one call for all of them (4 windows of 10 s: 167 ms against 210-243 ms; of 30 s:
+        766-781 against 852-1033 ms; 2 threads, int8), holds the activations of one window at a
+        time, and keeps a window's encoding independent of the others: int8 quantizes activations
+        per tensor, over every row of the call (BENCHMARKS.md, 2026-11-27)."""
         mel = np.ascontiguousarray(mel, dtype=np.float32)
         frames = mel.shape[2]
         full = 2 * self.n_audio_ctx
         if frames != full and not (self.variable_audio_ctx and 0 < frames < full and frames % 2 == 0):
             raise ValueError(f"encoder input of {frames} mel frames: this package's encoder takes "
                              f"{'an even number up to ' if self.variable_audio_ctx else 'exactly '}{full}")
-        per_window = encoder_row_bytes(self.n_audio_heads, frames // 2, self.n_audio_state)
-        step = fit_count(per_window, budget_bytes, len(mel))
-        if step >= len(mel):
-            return self.encoder.run(["cross_kv"], {"mel": mel})[0]
         out = None
-        for i in range(0, len(mel), step):   # into one preallocated array: no concatenated copy
-            part = self.encoder.run(["cross_kv"], {"mel": mel[i:i + step]})[0]
+        for i in range(len(mel)):
+            part = self.encoder.run(["cross_kv"], {"mel": mel[i:i + 1]})[0]
+            if len(mel) == 1:
+                return part
             if out is None:
                 out = np.empty((*part.shape[:2], len(mel), *part.shape[3:]), part.dtype)
-            out[:, :, i:i + len(part[0, 0])] = part
+            out[:, :, i] = part[:, :, 0]
         return out
 
     def cross_values(self, cross_kv: np.ndarray) -> dict[str, object]:
