@@ -47,6 +47,9 @@ class KVCache:
         self.layers, self.shape = layers, (kv_heads, head_dim)
         self.past, self.present = cache_names("past", layers), cache_names("present", layers)
         self.lengths = np.zeros(rows, dtype=np.int64)
+        # positions below `shared` hold the same keys and values in every row of a group (the
+        # prompt, before a group's row became several beams); kept up by CachedDecoderState
+        self.shared = 0
         self._store([np.zeros((rows, kv_heads, capacity, head_dim), dtype) for _ in self.past], rows)
 
     def _store(self, storage: list[np.ndarray], rows: int) -> None:
@@ -79,9 +82,11 @@ class KVCache:
             grown.append(g)
         self._store(grown, self.rows)
 
-    def select(self, rows: np.ndarray) -> None:
+    def select(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
         """Keep (and duplicate) the given rows, in order, copying only the positions in use. The
-        buffers are reused while the rows fit in them (beam search reorders every step)."""
+        buffers are reused while the rows fit in them (beam search reorders every step).
+        `same_prefix[i]`: row i already holds the first `shared` positions of `rows[i]` (the two
+        are rows of one group), so only the positions after them are copied."""
         rows = np.asarray(rows, dtype=np.int64)
         if keeps_all(rows, self.rows):
             return
@@ -89,10 +94,16 @@ class KVCache:
         n = len(rows)
         if n > self.storage[0].shape[0]:
             storage = [np.zeros((n, *b.shape[1:]), b.dtype) for b in self.buffers]
+            same_prefix = None
         else:
             storage = self.storage
+        start = min(self.shared, held) if same_prefix is not None else 0
+        whole = np.arange(n) if same_prefix is None else np.flatnonzero(~np.asarray(same_prefix, bool))
         for store, b in zip(storage, self.buffers):
-            store[:n, :, :held] = b[rows, :, :held]     # the gather copies first, so overlap is safe
+            # gathers copy first, so overlapping rows are safe
+            store[:n, :, start:held] = b[rows, :, start:held]
+            if start and len(whole):
+                store[whole, :, :start] = b[rows[whole], :, :start]
         self.lengths = self.lengths[rows]
         self._store(storage, n)
 
@@ -125,6 +136,7 @@ class CachedDecoderState:
         self._binding.bind_output("logits")   # bound first: get_outputs()[0] below
         self._bound_version = -1
         self._bound_extra: dict[str, Any] = {}
+        self._row_group: np.ndarray | None = None   # each row's group (index among the groups kept)
 
     def run(self, tokens: np.ndarray, logit_index: np.ndarray, lengths: np.ndarray | None = None,
             feeds: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -134,6 +146,8 @@ class CachedDecoderState:
         cache = self.cache
         rows, s = tokens.shape
         first = not cache.lengths.any()
+        if rows:   # every row writes from its length on
+            cache.shared = min(cache.shared, int(cache.lengths.min()))
         new = np.full(rows, s, np.int64) if lengths is None else np.asarray(lengths, np.int64)
         cache.reserve(s)
         positions = cache.lengths[:, None] + np.arange(s)[None, :]
@@ -154,6 +168,8 @@ class CachedDecoderState:
         b.bind_output("logits")              # a fresh output: the shape changes with the rows
         self.session.run_with_iobinding(b)
         cache.lengths = total
+        if first:   # one row per group so far: each row's whole prompt is its group's
+            cache.shared, self._row_group = (int(total.min()) if rows else 0), np.arange(rows)
         return b.get_outputs()[0].numpy()
 
     # -- qasr_edge.search.DecoderState ------------------------------------------------------
@@ -163,6 +179,16 @@ class CachedDecoderState:
         return self.run(np.asarray(tokens, np.int64).reshape(rows, 1), np.zeros((rows, 1), np.int64))[:, 0]
 
     def select(self, rows: np.ndarray, groups: np.ndarray) -> None:
-        self.cache.select(rows)
+        rows = np.asarray(rows, dtype=np.int64)
+        same = None
+        old = self._row_group
+        if old is not None and len(old) == self.cache.rows and len(old):
+            n = min(len(rows), len(old))
+            same = np.zeros(len(rows), bool)
+            same[:n] = old[:n] == old[rows[:n]]
+            position = np.full(int(old.max()) + 1, -1)
+            position[np.asarray(groups, dtype=np.int64)] = np.arange(len(groups))
+            self._row_group = position[old[rows]]
+        self.cache.select(rows, same)
         if self.on_select is not None:
             self.bound = self.on_select(np.asarray(groups, dtype=np.int64))

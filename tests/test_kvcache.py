@@ -38,3 +38,34 @@ def test_select_grows_rows_and_reserve_grows_capacity():
     cache.reserve(5)                                          # 2 held + 5 > 4: grows, keeps content
     assert cache.capacity >= 7 and cache.buffers[0][5, 0, 1, 1] == 11
     assert cache.nbytes == 2 * (6 * 1 * 2 * 2) * 4             # k and v, 6 rows, 2 positions held, 2 dims, float32
+
+
+def test_select_within_groups_copies_only_past_the_shared_prompt():
+    """Beams reordered inside their groups: positions below `shared` (the group's prompt) are the
+    same in every row of a group, so only the positions after them are copied; rows that come
+    from another group are copied whole."""
+    cache = KVCache(layers=1, kv_heads=1, head_dim=1, rows=4, capacity=6)
+    fill(cache, 4)                 # row r, position p holds 10 * r + p
+    cache.shared = 2
+    b = cache.buffers[0]
+    b[1, 0, :2] = b[0, 0, :2]       # group 0 = rows 0, 1; group 1 = rows 2, 3: prompts shared
+    b[3, 0, :2] = b[2, 0, :2]
+    b[0, 0, 0] = -1                # poison: a skipped prefix keeps it
+    cache.select(np.array([1, 1, 2, 0]), same_prefix=np.array([True, True, True, False]))
+    b = cache.buffers[0]
+    assert list(b[0, 0, :4, 0]) == [-1, 1, 12, 13]     # prefix kept, tail from row 1
+    assert list(b[1, 0, :4, 0]) == [0, 1, 12, 13]
+    assert list(b[2, 0, :4, 0]) == [20, 21, 22, 23]
+    assert list(b[3, 0, :4, 0]) == [-1, 1, 2, 3]       # from group 0 into group 1's row: whole
+
+
+def test_a_run_of_windows_is_taken_as_a_view():
+    from qasr_edge.families.whisper.graphs import take_windows
+
+    kv = np.arange(2 * 2 * 4 * 3, dtype=np.float32).reshape(2, 2, 4, 3)
+    run = take_windows(kv, [1, 2])
+    assert np.shares_memory(run, kv) and run[0, 1].flags.c_contiguous   # each layer's keys in place
+    gap = take_windows(kv, [0, 2])
+    assert not np.shares_memory(gap, kv)
+    for got, w in ((run, [1, 2]), (gap, [0, 2])):
+        assert np.array_equal(got, np.take(kv, w, axis=2))

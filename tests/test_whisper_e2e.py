@@ -160,6 +160,24 @@ def test_a_window_samples_at_most_half_the_text_context(model, monkeypatch):
     assert caps == [n_text_ctx // 2, 300] and n_text_ctx // 2 < 300
 
 
+def test_beam_search_gives_the_same_text_without_the_shared_prompt_shortcut(model, monkeypatch):
+    """Reordering beams copies only the positions after a group's prompt, and windows that stay in
+    a run of the batch keep their cross-attention keys in place; neither changes a token."""
+    import qasr_edge.families.whisper.graphs as graphs
+    from qasr_edge.kvcache import KVCache
+
+    files = [str(FIXTURES / c["file"]) for c in CLIPS["clips"][:4]]
+    fast = [t.text for t in model.transcribe(files, beam_size=5)]
+    select = KVCache.select
+    monkeypatch.setattr(KVCache, "select", lambda self, rows, same_prefix=None: select(self, rows))
+    import qasr_edge.families.whisper as family
+
+    copy = lambda kv, w: np.take(kv, np.asarray(w), axis=2)   # noqa: E731
+    monkeypatch.setattr(graphs, "take_windows", copy)
+    monkeypatch.setattr(family, "take_windows", copy)
+    assert [t.text for t in model.transcribe(files, beam_size=5)] == fast
+
+
 def test_same_tokens_as_faster_whisper_greedy(whisper_base_ct2, model):
     """Greedy decoding at temperature 0 on the same weights gives faster-whisper's tokens."""
     from faster_whisper import WhisperModel

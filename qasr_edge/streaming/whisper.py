@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _core
 from ..options import TranscribeOptions
+from ..families.whisper.graphs import take_windows
 from ..search import Decoded
 from .agreement import WordStarts, common_prefix, complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
@@ -267,7 +268,7 @@ def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple
     languages = [item[2] for item in items]
     unknown = [i for i, lang in enumerate(languages) if lang is None]
     if unknown:
-        probs = model.detect_language(cross if len(unknown) == len(items) else np.take(cross, unknown, axis=2))
+        probs = model.detect_language(take_windows(cross, unknown))
         for i, p in zip(unknown, probs):
             languages[i] = p[0][0]
     t = model.tokens

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...batching import PaddingStats, fit_count
 from ...features import log_mel_spectrogram
-from ...kvcache import bytes_per_token, keeps_all
+from ...kvcache import bytes_per_token
 from ...options import TranscribeOptions
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -21,7 +21,7 @@ from ...results import Segment, Transcript
 from ...search import Decoded, Prefilled, SearchOptions, decode_with_fallback, log_softmax
 from ...tokenizer import Tokenizer
 from ...vad import SpeechDetector, chunk_regions, speech_regions
-from .graphs import WhisperGraphs
+from .graphs import WhisperGraphs, take_windows
 from .rules import SuppressAtStart, SuppressTokens, TimestampRules
 from .tokens import FRAMES_PER_SECOND, INPUT_STRIDE, N_FRAMES, TIME_PRECISION, WhisperTokens, non_speech_tokens
 
@@ -178,7 +178,7 @@ class WhisperModel:
         cross_kv = self.graphs.encode(mel)
         unknown = [i for i, j in enumerate(jobs) if j.language is None]
         if unknown:
-            subset = cross_kv if keeps_all(np.asarray(unknown), len(jobs)) else np.take(cross_kv, unknown, axis=2)
+            subset = take_windows(cross_kv, unknown)
             for i, probs in zip(unknown, self.detect_language(subset)):
                 jobs[i].language, jobs[i].language_probability = probs[0]
                 jobs[i].all_language_probs = probs
@@ -217,9 +217,8 @@ class WhisperModel:
             filters.append(TimestampRules(self.tokens, max_initial))
 
         def prefill(groups: list[int]) -> Prefilled:
-            every = keeps_all(np.asarray(groups), cross_kv.shape[2])   # no copy of 37 MB a window
             state, logits = self.graphs.prefill(
-                cross_kv if every else np.take(cross_kv, groups, axis=2), [prompts[g][0] for g in groups],
+                take_windows(cross_kv, groups), [prompts[g][0] for g in groups],
                 [prompts[g][1] for g in groups], search.max_new_tokens)
             no_speech = np.exp(log_softmax(logits[:, 0]))[:, self.tokens.no_speech]
             return Prefilled(state, logits[:, 1], filters, no_speech,

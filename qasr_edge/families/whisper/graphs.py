@@ -101,12 +101,22 @@ class WhisperGraphs:
             # no reference to the state here: a cycle would keep its buffers alive until the next
             # garbage collection
             if not keeps_all(kept, cross["kv"].shape[2]):
-                cross["kv"] = np.take(cross["kv"], kept, axis=2)
+                cross["kv"] = take_windows(cross["kv"], kept)
                 cross["values"] = self.cross_values(cross["kv"])
             return cross["values"]
 
         state = CachedDecoderState(self.decoder, cache, _token_feeds, cross["values"], keep_groups)
         return state, state.run(tokens, index, lengths)
+
+
+def take_windows(cross_kv: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """The given windows (axis 2) of cross_kv [layers, 2, windows, ...]: a view when they are a run
+    of consecutive windows (each layer's keys and values stay contiguous, so the decoder reads them
+    in place), a copy otherwise."""
+    windows = np.asarray(windows, dtype=np.int64)
+    if len(windows) and np.array_equal(windows, np.arange(windows[0], windows[0] + len(windows))):
+        return cross_kv[:, :, windows[0]:windows[0] + len(windows)]
+    return np.take(cross_kv, windows, axis=2)
 
 
 def _token_feeds(tokens: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,7 +6,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ...search import log_softmax
 from .tokens import WhisperTokens
 
 NEG_INF = -np.inf
@@ -61,8 +60,11 @@ class TimestampRules:
                 logits[row, :ts0] = NEG_INF
                 if self.max_initial_index is not None:  # ...and not a late one
                     logits[row, ts0 + self.max_initial_index + 1:] = NEG_INF
-        logprobs = log_softmax(logits)
-        for row in range(logits.shape[0]):
-            stamp_mass = np.logaddexp.reduce(logprobs[row, ts0:])
-            if stamp_mass > np.max(logprobs[row, :ts0]):
-                logits[row, :ts0] = NEG_INF
+        # timestamps together against the likeliest text token: both sides of a row share its
+        # softmax normaliser, so logits compare as log-probabilities do
+        stamps = logits[:, ts0:]
+        top = np.max(stamps, axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):   # rows with every timestamp barred
+            mass = top[:, 0] + np.log(np.sum(np.exp(stamps - top), axis=-1))
+        force = np.isfinite(top[:, 0]) & (mass > np.max(logits[:, :ts0], axis=-1))
+        logits[force, :ts0] = NEG_INF
