@@ -59,12 +59,6 @@ def plan_batches(lengths: Sequence[int], max_batch: int, budget_bytes: int,
     return batches
 
 
-def encoder_row_bytes(heads: int, positions: int, width: int) -> int:
-    """Activations of one encoder row (a window or clip) of `positions`: an upper bound that counts
-    the attention scores as if held whole, [heads, positions, positions], plus hidden states."""
-    return 4 * (2 * heads * positions * positions + 16 * positions * width)
-
-
 def fit_count(per_item_bytes: int, budget_bytes: int, max_count: int) -> int:
     """How many items of `per_item_bytes` fit in the budget (at least 1, at most `max_count`)."""
     return max(1, min(max_count, budget_bytes // max(per_item_bytes, 1)))

@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="beams (default: the model family's, 5 for Whisper, 1 for Qwen3-ASR)")
     t.add_argument("--best-of", type=int, default=5)
     t.add_argument("--temperature", type=float, nargs="+", default=None, help="temperature(s) for fallback")
-    t.add_argument("--max-new-tokens", type=int, default=None)
+    t.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens generated per window at most (default: Whisper 224, Qwen3-ASR 512)")
     t.add_argument("--initial-prompt", default=None)
     t.add_argument("--context", default="", help="context text (Qwen3-ASR)")
     t.add_argument("--without-timestamps", action="store_true")

@@ -248,7 +248,7 @@ def encode_windows(model, items: list[list[np.ndarray]]) -> list[list[np.ndarray
     chunking = model.graphs.chunking
     flat = [mel for mels in items for mel in mels]
     windows = [w for i, mel in enumerate(flat) for w in chunking.windows(i, mel)]
-    out = model.graphs.encode(windows, len(flat), model.profile.memory_budget_mb << 20) if flat else []
+    out = model.graphs.encode(windows, len(flat)) if flat else []
     result, k = [], 0
     for mels in items:
         result.append(out[k:k + len(mels)])

@@ -129,7 +129,7 @@ class Qwen3ASRModel:
         g = self.graphs
         features = batch_features(pieces, g.n_mels, pad_to)
         windows = [w for i, f in enumerate(features) for w in g.chunking.windows(i, f)]
-        audio = g.encode(windows, len(pieces), self.profile.memory_budget_mb << 20)
+        audio = g.encode(windows, len(pieces))
         prompts = [self.prompt_ids(len(a), options.context, language) for a in audio]
         self.stats["prompt"].add([len(p) for p in prompts])
         room = self.max_positions - max(len(p) for p in prompts)

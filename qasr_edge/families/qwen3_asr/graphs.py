@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...batching import encoder_row_bytes, fit_count
 from ...kvcache import CachedDecoderState, KVCache
 from ...package import ModelPackage
 from ...profiles import Profile
 from .audio import Chunking, Window
 
-MAX_ENCODER_ROWS = 16   # windows encoded per session call, at most
 
 
 class Qwen3ASRGraphs:
@@ -32,30 +30,18 @@ class Qwen3ASRGraphs:
 
     # -- encoder -------------------------------------------------------------------------------
 
-    def encode(self, windows: list[Window], n_clips: int, budget_bytes: int = 1 << 30) -> list[np.ndarray]:
-        """Audio embeddings [tokens, hidden] per clip, from all the clips' windows, encoded in
-        calls of as many rows as the memory budget allows."""
+    def encode(self, windows: list[Window], n_clips: int) -> list[np.ndarray]:
+        """Audio embeddings [tokens, hidden] per clip, from all the clips' windows, encoded one
+        window per call: as fast as calls of several windows on a CPU (0.6B int4 package, 8
+        windows of 8 s: 0.74-0.76 s against 0.78 s in calls of up to 16), no padding, one window's
+        activations at a time, and a window's embeddings independent of the others (dynamic int8
+        quantizes activations over every row of a call)."""
         parts: list[list[np.ndarray]] = [[] for _ in range(n_clips)]
-        by_shape: dict[int, list[int]] = {}
-        for i, w in enumerate(windows):
-            by_shape.setdefault(w.mel.shape[2], []).append(i)
-        outputs: dict[int, np.ndarray] = {}
-        for indices in by_shape.values():
-            longest = max(windows[i].tokens for i in indices)
-            rows = fit_count(encoder_row_bytes(self.audio_heads, longest, self.audio_d_model), budget_bytes,
-                             MAX_ENCODER_ROWS)
-            for start in range(0, len(indices), rows):
-                group = indices[start:start + rows]
-                chunks = max(windows[i].mel.shape[0] for i in group)
-                mel = np.zeros((len(group), chunks, *windows[group[0]].mel.shape[1:]), dtype=np.float32)
-                for row, i in enumerate(group):
-                    mel[row, :windows[i].mel.shape[0]] = windows[i].mel
-                lengths = np.array([windows[i].tokens for i in group], dtype=np.int64)
-                out = self.encoder.run(["audio_embeds"], {"mel": mel, "token_lengths": lengths})[0]
-                for row, i in enumerate(group):
-                    outputs[i] = out[row, :windows[i].tokens]
-        for i, w in enumerate(windows):
-            parts[w.clip].append(outputs[i])
+        for w in windows:
+            lengths = np.array([w.tokens], dtype=np.int64)
+            out = self.encoder.run(["audio_embeds"], {"mel": w.mel[None].astype(np.float32, copy=False),
+                                                      "token_lengths": lengths})[0]
+            parts[w.clip].append(out[0, :w.tokens])
         hidden = self.embeddings.shape[1]
         return [np.concatenate(p) if p else np.zeros((0, hidden), np.float32) for p in parts]
 
