@@ -84,6 +84,69 @@ def test_gemm_head_becomes_matmul_with_the_same_output(bias):
     assert producer_of(model, "no_such_output") is None
 
 
+def _mlp_graph() -> onnx.ModelProto:
+    """x -> MatMul -> Relu -> MatMul -> Gemm(transB=1) head: weights of a few KB each."""
+    rng = np.random.default_rng(3)
+    w = {name: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+         for name, shape in (("w1", (16, 64)), ("w2", (64, 32)), ("head", (50, 32)))}
+    shape = numpy_helper.from_array(np.array([-1, 16], dtype=np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["flat"], name="flatten"),
+             helper.make_node("MatMul", ["flat", "w1"], ["h1"], name="fc1"),
+             helper.make_node("Relu", ["h1"], ["a1"], name="act"),
+             helper.make_node("MatMul", ["a1", "w2"], ["h2"], name="fc2"),
+             helper.make_node("Gemm", ["h2", "head"], ["logits"], transB=1, name="head_gemm")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 50])],
+                              [*w.values(), shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shapes_are_inferred_without_copying_the_weights():
+    from qasr_edge.tooling.graph_edits import infer_shapes_keeping_weights
+
+    model = _mlp_graph()
+    expected = {v.name: v for v in onnx.shape_inference.infer_shapes(_mlp_graph()).graph.value_info}
+    weights = {t.name: numpy_helper.to_array(t).copy() for t in model.graph.initializer}
+    assert infer_shapes_keeping_weights(model) is model
+    assert {v.name: v for v in model.graph.value_info} == expected and set(expected) >= {"flat", "h1", "a1", "h2"}
+    assert [t.name for t in model.graph.initializer] == list(weights)   # still initializers, not inputs
+    assert [i.name for i in model.graph.input] == ["x"]
+    for t in model.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(t), weights[t.name])
+
+
+def test_dynamic_int8_is_onnxruntimes_quantize_dynamic(tmp_path):
+    """Our wrapper replaces one step of ONNX Runtime's quantizer (shape inference through a saved
+    deep copy) while it runs: the graph it writes is the one quantize_dynamic writes alone."""
+    import onnxruntime.quantization.onnx_quantizer as onnx_quantizer
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from qasr_edge.tooling.quantize import dynamic_int8
+
+    onnx.save(_mlp_graph(), tmp_path / "mlp.onnx")
+    step = onnx_quantizer.save_and_reload_model_with_shape_infer
+    dynamic_int8(tmp_path / "mlp.onnx", tmp_path / "ours.onnx", per_channel=True, op_types_to_quantize=["MatMul"],
+                 nodes_to_exclude=["fc2"])
+    assert onnx_quantizer.save_and_reload_model_with_shape_infer is step   # put back afterwards
+    quantize_dynamic(str(tmp_path / "mlp.onnx"), str(tmp_path / "plain.onnx"), weight_type=QuantType.QInt8,
+                     per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=["fc2"],
+                     extra_options={"MatMulConstBOnly": True})
+    ours, plain = onnx.load(tmp_path / "ours.onnx"), onnx.load(tmp_path / "plain.onnx")
+    assert ours.graph.node == plain.graph.node and ours.graph.value_info == plain.graph.value_info
+    assert [t.name for t in ours.graph.initializer] == [t.name for t in plain.graph.initializer]
+    for a, b in zip(ours.graph.initializer, plain.graph.initializer):
+        np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+    ops = [n.op_type for n in ours.graph.node]
+    assert "DynamicQuantizeMatMul" in ops or "MatMulInteger" in ops   # it did quantize
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(run(ours), run(plain))
+
+    with pytest.raises(Exception):   # a failing quantization still puts the step back
+        dynamic_int8(tmp_path / "missing.onnx", tmp_path / "x.onnx")
+    assert onnx_quantizer.save_and_reload_model_with_shape_infer is step
+
+
 def test_calibration_recorder_keeps_a_bounded_uniform_sample():
     from qasr_edge.tooling.calibration import _RecordingSession
 

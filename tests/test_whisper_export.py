@@ -528,9 +528,59 @@ def test_large_graphs_keep_weights_in_one_data_file(tiny_hf, tmp_path, monkeypat
         package = export(folder, tmp_path / precision, precision=precision)
         files = set(read_package(package, verify=True).manifest["files"])
         assert files == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json", "vad.onnx"}
+        assert all(p.stat().st_mode & 0o044 == 0o044 for p in package.iterdir()), precision   # readable by all
         mel = np.random.default_rng(1).uniform(-1, 1, (1, 80, 3000)).astype(np.float32)
         _, ref_kv = hf_cross_kv(model, mel)
         assert rel(Graphs(package).encode(mel), ref_kv) <= (PARITY if precision == "fp32" else 0.1)
+
+
+def test_weights_are_gathered_into_one_file_a_tensor_at_a_time(tmp_path):
+    """What the TorchScript exporter leaves for a model over 2 GB (a file per weight beside the
+    graph, constants in nodes external too) becomes one graph and one `.data` file, with the same
+    outputs; node constants go back inline, as onnx.save_model keeps them."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qasr_edge.tooling.export import gather_weights, weights_apart
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (rng.standard_normal(s).astype(np.float32) for s in ((8, 300), (300, 4)))
+    shift = rng.standard_normal(300).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]),
+             helper.make_node("Constant", [], ["shift"], value=numpy_helper.from_array(shift, "shift")),
+             helper.make_node("Add", ["h", "shift"], ["s"]),
+             helper.make_node("MatMul", ["s", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    scattered, out = tmp_path / "scratch", tmp_path / "out"
+    scattered.mkdir(), out.mkdir()
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)                                           # (saving external data changes the model)
+    onnx.save_model(copy, str(scattered / "g.onnx"), save_as_external_data=True, all_tensors_to_one_file=False,
+                    size_threshold=0, convert_attribute=True)
+    assert len(list(scattered.iterdir())) == 4                     # the graph and three tensor files
+    gather_weights(scattered / "g.onnx", out / "g.onnx")
+    assert sorted(p.name for p in out.iterdir()) == ["g.onnx", "g.onnx.data"]
+    stored = onnx.load(str(out / "g.onnx"), load_external_data=False)
+    locations = {t.name: {e.key: e.value for e in t.external_data}.get("location") for t in stored.graph.initializer}
+    assert locations == {"w1": "g.onnx.data", "w2": "g.onnx.data"}
+    assert not onnx.external_data_helper.uses_external_data(stored.graph.node[1].attribute[0].t)
+    assert (out / "g.onnx.data").stat().st_size == w1.nbytes + w2.nbytes
+    got = ort.InferenceSession(str(out / "g.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, expected)
+
+    inline = tmp_path / "inline.onnx"                              # weights inside the graph: moved out in place
+    onnx.save_model(model, str(inline))
+    weights_apart(inline)
+    assert sorted(p.name for p in tmp_path.glob("inline*")) == ["inline.onnx", "inline.onnx.data"]
+    got = ort.InferenceSession(str(inline), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_rows_of_a_group_share_its_cross_attention(whisper_base_package, clip_mels):

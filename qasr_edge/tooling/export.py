@@ -113,6 +113,8 @@ def export(source: str | Path, output: str | Path, precision: str = "fp32", name
         for graph in manifest["graphs"].values():
             weights_apart(staging / graph)
         write_manifest(staging, manifest)
+        for produced in staging.iterdir():   # onnx writes external data private; a package is read by all
+            os.chmod(produced, 0o644)
         os.chmod(staging, 0o755)
         _move_into_place(staging, output)
     except BaseException:
@@ -173,15 +175,61 @@ def weights_apart(path: str | Path) -> None:
     Runtime then maps that file instead of copying the weights out of the protobuf, and lets go of
     what it prepacked. Measured (session RSS after loading both graphs): whisper-base int8 265 ->
     173 MB, Qwen3-ASR 0.6B int4 1107 -> 974 MB; loads are faster too (BENCHMARKS.md, "Memory")."""
-    onnx = require("onnx")
     path = Path(path)
-    data = path.with_name(path.name + ".data")
-    if data.exists():
-        return
-    model = onnx.load(str(path))
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data.name, size_threshold=1024)
-    os.chmod(data, 0o644)   # onnx creates it private; the package's other files are readable
+    if not path.with_name(path.name + ".data").exists():
+        gather_weights(path, path)
+
+
+def gather_weights(src: str | Path, dst: str | Path, threshold: int = 1024) -> None:
+    """Write the graph `src` as `dst` with every initializer of `threshold` bytes or more in one
+    `<dst name>.data` file, one tensor at a time: the weights, inline in `src` or in external files
+    beside it (as the TorchScript exporter leaves a large model), are never all in memory at once.
+    `src` may be `dst` when its weights are inline."""
+    onnx = require("onnx")
+    from onnx import external_data_helper as external
+
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(str(src), load_external_data=False)
+    data = dst.with_name(dst.name + ".data")
+    scratch = data.with_name(data.name + ".partial")
+
+    def read(tensor):   # the bytes of a tensor stored in a file beside `src`
+        info = external.ExternalDataInfo(tensor)
+        with open(src.parent / info.location, "rb") as f:
+            f.seek(info.offset or 0)
+            return f.read(info.length) if info.length else f.read()
+
+    def inline(tensor, blob):
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = blob
+
+    # constants inside nodes stay inline, as onnx.save_model keeps them
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            for tensor in [attribute.t] * attribute.HasField("t") + list(attribute.tensors):
+                if external.uses_external_data(tensor):
+                    inline(tensor, read(tensor))
+    offset = 0
+    with open(scratch, "wb") as out:
+        for tensor in model.graph.initializer:
+            if external.uses_external_data(tensor):
+                blob = read(tensor)
+            elif tensor.HasField("raw_data") and len(tensor.raw_data) >= threshold:
+                blob = tensor.raw_data
+            else:
+                continue
+            out.write(blob)
+            tensor.ClearField("raw_data")
+            del tensor.external_data[:]
+            for key, value in (("location", data.name), ("offset", offset), ("length", len(blob))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            offset += len(blob)
+            del blob
+    os.replace(scratch, data)
+    onnx.save_model(model, str(dst))
 
 
 def _proto_bytes(model: Any) -> int:
@@ -194,7 +242,8 @@ def _proto_bytes(model: Any) -> int:
 
 def torch_export(module: Any, args: tuple, path: str | Path, *, input_names: list[str],
                  output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
-    """TorchScript-based ONNX export into a scratch folder, then one clean file (plus .data if large)."""
+    """TorchScript-based ONNX export into a scratch folder, then one clean file (plus one .data file
+    if large, gathered a tensor at a time while the torch module still holds its weights)."""
     torch = require("torch")
     onnx = require("onnx")
     import warnings
@@ -207,6 +256,10 @@ def torch_export(module: Any, args: tuple, path: str | Path, *, input_names: lis
             torch.onnx.export(module, args, str(scratch / path.name), dynamo=False, opset_version=opset,
                               input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
-        save_onnx(onnx.load(str(scratch / path.name)), path)
+        exported = scratch / path.name
+        if any(p != exported for p in scratch.iterdir()):   # a large model: weights in files beside it
+            gather_weights(exported, path)
+        else:
+            save_onnx(onnx.load(str(exported)), path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

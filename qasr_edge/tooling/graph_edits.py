@@ -5,11 +5,13 @@
   weight-only and static quantizers understand (they only take MatMul);
 - `gather_tables_to_fp16`: large float32 Gather tables (token embeddings) stored as float16;
 - `producer_of`: the MatMul/Gemm that computes a graph output (the output head of `logits`);
-- `matching_nodes`: node names selected by name patterns (re.search).
+- `matching_nodes`: node names selected by name patterns (re.search);
+- `infer_shapes_keeping_weights`: shape inference that never copies the weights.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Iterable
 
@@ -132,3 +134,26 @@ def gather_tables_to_fp16(model: Any, min_elements: int = 1 << 20) -> int:
                                                           name=(node.name or name) + "_to_fp32"))
         converted += 1
     return converted
+
+
+def infer_shapes_keeping_weights(model: Any) -> Any:
+    """`model` with its value_info from ONNX shape inference, run on a copy whose large
+    initializers are graph inputs of the same type and shape: the weights are neither copied
+    nor written out (shapes do not depend on them; small constants such as Reshape targets stay)."""
+    onnx = require("onnx")
+    helper = onnx.helper
+    graph = model.graph
+    skeleton = helper.make_model(
+        helper.make_graph(list(graph.node), graph.name, list(graph.input), list(graph.output),
+                          value_info=list(graph.value_info)),
+        ir_version=model.ir_version, opset_imports=list(model.opset_import))
+    inputs = {i.name for i in graph.input}
+    for tensor in graph.initializer:
+        if math.prod(tensor.dims) < 1024:
+            skeleton.graph.initializer.append(tensor)
+        elif tensor.name not in inputs:   # (older graphs list initializers among the inputs too)
+            skeleton.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    inferred = onnx.shape_inference.infer_shapes(skeleton)
+    del graph.value_info[:]
+    graph.value_info.extend(inferred.graph.value_info)
+    return model

@@ -22,6 +22,7 @@ about 2x slower than int8, while with prepacking it was the fastest precision (m
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,17 @@ def quantize_int4(src: str | Path, dst: str | Path, settings: Int4Settings, logi
     excluded = [n for n in weight_nodes(model) if n in set(exclude)]
     model = _nbits(model, 4, settings, excluded + ([head] if head and settings.head == "int8" else []))
     if head and settings.head == "int8":
-        model = _dynamic_int8(model, head)
+        # the head through ONNX Runtime's dynamic quantizer, from a file: the graph in memory is let
+        # go first, so its float head is not held twice
+        with tempfile.TemporaryDirectory(prefix=".int8-head-", dir=Path(dst).parent) as work:
+            staged, out = Path(work) / "in.onnx", Path(work) / "out.onnx"
+            save_onnx(model, staged)
+            del model
+            from .quantize import dynamic_int8
+
+            dynamic_int8(staged, out, per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_quantize=[head],
+                         use_external_data_format=staged.with_name(staged.name + ".data").exists())
+            model = onnx.load(str(out))
     fp16_tables = gather_tables_to_fp16(model) if settings.embedding == "fp16" else 0
     save_onnx(model, dst)
     ops = [n.op_type for n in model.graph.node]
@@ -105,21 +116,3 @@ def quantize_int4(src: str | Path, dst: str | Path, settings: Int4Settings, logi
             "excluded_nodes": sorted(set(exclude)), "matmul_nbits_nodes": ops.count("MatMulNBits"),
             "dynamic_int8_nodes": ops.count("DynamicQuantizeMatMul") + ops.count("MatMulInteger"),
             "float_matmul_nodes": ops.count("MatMul"), "fp16_gather_tables": fp16_tables}
-
-
-def _dynamic_int8(model: Any, node: str) -> Any:
-    """`quantize_dynamic` (int8 per channel) of one MatMul, as --precision int8 does it."""
-    import tempfile
-
-    onnx = require("onnx")
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from .export import save_onnx
-
-    with tempfile.TemporaryDirectory(prefix="qasr-int8-") as work:
-        save_onnx(model, Path(work) / "in.onnx")
-        quantize_dynamic(str(Path(work) / "in.onnx"), str(Path(work) / "out.onnx"), weight_type=QuantType.QInt8,
-                         per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_quantize=[node],
-                         use_external_data_format=(Path(work) / "in.onnx.data").exists(),
-                         extra_options={"MatMulConstBOnly": True})
-        return onnx.load(str(Path(work) / "out.onnx"))

@@ -227,7 +227,7 @@ def export_hf_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
     encoder, decoder = build_modules(weights, audio, text, embed if tied else head, max_positions(text))
     graphs = _export_graphs(encoder, decoder, audio, text, out_dir)
     np.save(out_dir / EMBED_FILE, embed.numpy().astype(np.float32))
-    del weights, encoder, decoder
+    del weights, encoder, decoder, embed, head   # a float32 checkpoint stays mapped while any is alive
 
     tokenizer = load_tokenizer(folder)
     tokenizer_json = tokenizer.backend_tokenizer.to_str(pretty=True)
