@@ -214,21 +214,6 @@ QWEN_INT4_TOP1 = 0.6
 QWEN_FP16_TOP1 = 0.95   # measured 1.00
 
 
-def forced_top1(model, wav: np.ndarray, tokens: list[int]) -> list[int]:
-    """The argmax at every step of `tokens`, teacher-forced through the family's own graphs."""
-    from qasr_edge.families.qwen3_asr.audio import batch_features
-
-    family, graphs = model.family, model.family.graphs
-    features = batch_features([wav], graphs.n_mels, [len(wav)])
-    audio = graphs.encode(list(graphs.chunking.windows(0, features[0])), 1)
-    state, logits = graphs.prefill([family.prompt_ids(len(audio[0]), "", None)], audio, family.audio_pad,
-                                   family.pad_id)
-    picks = [int(logits[0].argmax())]
-    for token in tokens[:-1]:
-        picks.append(int(state.step(np.array([token], np.int64))[0].argmax()))
-    return picks
-
-
 @pytest.fixture(scope="module")
 def qwen_packages(tmp_path_factory):
     from qasr_edge.tooling.export import export
@@ -241,6 +226,7 @@ def qwen_packages(tmp_path_factory):
 
 def test_qwen_int4_and_fp16_agree_with_fp32(qwen_packages):
     import qasr_edge
+    from qasr_edge.benchmark.qwen3 import forced_logits
 
     models = {p: qasr_edge.load_model(path) for p, path in qwen_packages.items()}
     reference = models["fp32"].transcribe(QWEN_CLIPS, max_new_tokens=QWEN_MAX_NEW)
@@ -249,8 +235,8 @@ def test_qwen_int4_and_fp16_agree_with_fp32(qwen_packages):
         same = []
         for wav, result in zip(QWEN_CLIPS, reference):
             tokens = result.segments[0].tokens
-            ours = forced_top1(models[precision], wav, tokens)
-            same += [a == b for a, b in zip(ours, forced_top1(models["fp32"], wav, tokens))]
+            ours = forced_logits(models[precision], wav, tokens).argmax(-1)
+            same += list(ours == forced_logits(models["fp32"], wav, tokens).argmax(-1))
         agreement[precision] = float(np.mean(same))
     assert agreement["int4"] >= QWEN_INT4_TOP1 and agreement["fp16"] >= QWEN_FP16_TOP1, agreement
 

@@ -154,6 +154,27 @@ def official(spec: dict[str, Any]) -> dict[str, Any]:
                      "transformers": metadata.version("transformers"), "torch": torch.__version__}}
 
 
+# -- accuracy: teacher-forced agreement ----------------------------------------------------------
+
+def forced_logits(model, wav, tokens: list[int]):
+    """Logits [len(tokens), vocab] of a loaded Qwen3-ASR model teacher-forced through `tokens` with
+    its own graphs: row 0 from the prompt, row i after tokens[:i]. What a package would choose at
+    each step of a reference decode (or of any token sequence)."""
+    import numpy as np
+
+    from ..families.qwen3_asr.audio import batch_features
+
+    family, graphs = model.family, model.family.graphs
+    features = batch_features([wav], graphs.n_mels, [len(wav)])
+    audio = graphs.encode(list(graphs.chunking.windows(0, features[0])), 1)
+    state, logits = graphs.prefill([family.prompt_ids(len(audio[0]), "", None)], audio, family.audio_pad,
+                                   family.pad_id)
+    rows = [np.array(logits[0], dtype=np.float32)]
+    for token in tokens[:-1]:
+        rows.append(np.array(state.step(np.array([token], np.int64))[0], dtype=np.float32))
+    return np.stack(rows)
+
+
 # -- the command -------------------------------------------------------------------------------
 
 def plan(args, log) -> tuple[Side, list[Side], dict[str, Any], list[str]]:
