@@ -37,6 +37,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=("0.6b", "1.7b", "tiny"), default="0.6b")
     p.add_argument("--precisions", nargs="+", default=["int8", "int4"])
+    p.add_argument("--extra", nargs="*", default=[], metavar="LABEL=PACKAGE",
+                   help="more packages of the same shape to compare with fp32 (other recipes)")
     p.add_argument("--new-tokens", type=int, default=40)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -53,6 +55,10 @@ def main() -> None:
     for precision in ["fp32", *args.precisions]:   # each export in its own process, as `bench qwen3` does
         packages[precision] = run_process({"side": "qwen3:prepare", "size": args.size,
                                            "precision": precision})["package"]
+    for extra in args.extra:
+        label, _, path = extra.partition("=")
+        packages[label] = path
+    compared = [*args.precisions, *(e.partition("=")[0] for e in args.extra)]
 
     def forced(precision: str, sequences: dict[str, list[list[int]]]) -> dict[str, list]:
         model = qasr_edge.load_model(packages[precision], threads=args.threads)
@@ -72,7 +78,7 @@ def main() -> None:
     del fp32
     reference = forced("fp32", sequences)
     report = {"size": args.size, "new_tokens": n, "clips": [c["file"] for c in clips], "results": {}}
-    for precision in args.precisions:
+    for precision in compared:
         logits = forced(precision, sequences)
         for kind in sequences:
             f, q = np.concatenate(reference[kind]), np.concatenate(logits[kind])
@@ -86,7 +92,7 @@ def main() -> None:
                 "top10_overlap": round(float(overlap), 4),
                 "logit_rel_error": round(float(np.mean(error)), 4)}
     for kind, row in report["results"].items():
-        for precision in args.precisions:
+        for precision in compared:
             r = row[precision]
             print(f"{args.size} {kind:10s} {precision}: top-1 {r['top1']:.3f}, top-10 overlap "
                   f"{r['top10_overlap']:.3f}, logit error {r['logit_rel_error']:.3f} over {row['steps']} "
