@@ -47,9 +47,10 @@ class KVCache:
         self.layers, self.shape = layers, (kv_heads, head_dim)
         self.past, self.present = cache_names("past", layers), cache_names("present", layers)
         self.lengths = np.zeros(rows, dtype=np.int64)
-        # positions below `shared` hold the same keys and values in every row of a group (the
-        # prompt, before a group's row became several beams); kept up by CachedDecoderState
-        self.shared = 0
+        # per row: positions below `shared[r]` hold the same keys and values in every row of r's
+        # group (its prompt, before the group's row became several beams); kept up by
+        # CachedDecoderState. An int applies to every row.
+        self.shared: np.ndarray | int = 0
         self._store([np.zeros((rows, kv_heads, capacity, head_dim), dtype) for _ in self.past], rows)
 
     def _store(self, storage: list[np.ndarray], rows: int) -> None:
@@ -85,8 +86,8 @@ class KVCache:
     def select(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
         """Keep (and duplicate) the given rows, in order, copying only the positions in use. The
         buffers are reused while the rows fit in them (beam search reorders every step).
-        `same_prefix[i]`: row i already holds the first `shared` positions of `rows[i]` (the two
-        are rows of one group), so only the positions after them are copied."""
+        `same_prefix[i]`: row i already holds the first `shared[rows[i]]` positions of `rows[i]`
+        (the two are rows of one group), so only the positions after them are copied."""
         rows = np.asarray(rows, dtype=np.int64)
         if keeps_all(rows, self.rows):
             return
@@ -97,14 +98,20 @@ class KVCache:
             same_prefix = None
         else:
             storage = self.storage
-        start = min(self.shared, held) if same_prefix is not None else 0
-        whole = np.arange(n) if same_prefix is None else np.flatnonzero(~np.asarray(same_prefix, bool))
+        shared = np.broadcast_to(np.asarray(self.shared, np.int64), (self.rows,))[rows]
+        starts = np.zeros(n, np.int64) if same_prefix is None else \
+            np.where(np.asarray(same_prefix, bool), np.minimum(shared, held), 0)
+        runs = [(np.flatnonzero(starts == start), int(start)) for start in np.unique(starts)]
         for store, b in zip(storage, self.buffers):
-            # gathers copy first, so overlapping rows are safe
-            store[:n, :, start:held] = b[rows, :, start:held]
-            if start and len(whole):
-                store[whole, :, :start] = b[rows[whole], :, :start]
+            # every gather copies before any row is written, so overlapping rows are safe
+            if len(runs) == 1:
+                store[:n, :, runs[0][1]:held] = b[rows, :, runs[0][1]:held]
+                continue
+            parts = [(kept, start, b[rows[kept], :, start:held]) for kept, start in runs]
+            for kept, start, part in parts:
+                store[kept, :, start:held] = part
         self.lengths = self.lengths[rows]
+        self.shared = shared
         self._store(storage, n)
 
     def bind(self, binding: Any) -> None:
@@ -147,7 +154,7 @@ class CachedDecoderState:
         rows, s = tokens.shape
         first = not cache.lengths.any()
         if rows:   # every row writes from its length on
-            cache.shared = min(cache.shared, int(cache.lengths.min()))
+            cache.shared = np.minimum(cache.shared, cache.lengths)
         new = np.full(rows, s, np.int64) if lengths is None else np.asarray(lengths, np.int64)
         cache.reserve(s)
         positions = cache.lengths[:, None] + np.arange(s)[None, :]
@@ -169,7 +176,7 @@ class CachedDecoderState:
         self.session.run_with_iobinding(b)
         cache.lengths = total
         if first:   # one row per group so far: each row's whole prompt is its group's
-            cache.shared, self._row_group = (int(total.min()) if rows else 0), np.arange(rows)
+            cache.shared, self._row_group = total.copy(), np.arange(rows)
         return b.get_outputs()[0].numpy()
 
     # -- qasr_edge.search.DecoderState ------------------------------------------------------

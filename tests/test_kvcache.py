@@ -69,3 +69,36 @@ def test_a_run_of_windows_is_taken_as_a_view():
     assert not np.shares_memory(gap, kv)
     for got, w in ((run, [1, 2]), (gap, [0, 2])):
         assert np.array_equal(got, np.take(kv, w, axis=2))
+
+
+def test_groups_with_prompts_of_different_lengths_copy_from_their_own_prompt_on():
+    """Each group skips its own prompt when its beams are reordered (streams decoded together have
+    prompts of different lengths); overlapping reads and writes stay safe."""
+    cache = KVCache(layers=1, kv_heads=1, head_dim=1, rows=4, capacity=6)
+    fill(cache, 5)                 # row r, position p holds 10 * r + p
+    cache.shared = np.array([1, 1, 3, 3])   # group 0 = rows 0, 1 (prompt 1); group 1 = rows 2, 3 (prompt 3)
+    b = cache.buffers[0]
+    b[1, 0, :1] = b[0, 0, :1]
+    b[3, 0, :3] = b[2, 0, :3]
+    b[0, 0, 0] = b[1, 0, 0] = -1   # poison inside group 0's prompt: skipped, so kept
+    b[2, 0, 2] = b[3, 0, 2] = -2   # and inside group 1's
+    cache.select(np.array([1, 0, 3, 3]), same_prefix=np.array([True, True, True, True]))
+    b = cache.buffers[0]
+    assert list(b[0, 0, :5, 0]) == [-1, 11, 12, 13, 14]
+    assert list(b[1, 0, :5, 0]) == [-1, 1, 2, 3, 4]
+    assert list(b[2, 0, :5, 0]) == [20, 21, -2, 33, 34]
+    assert list(b[3, 0, :5, 0]) == [20, 21, -2, 33, 34]
+    assert list(cache.shared) == [1, 1, 3, 3]
+
+
+def test_windows_encoded_together_are_joined_without_a_copy():
+    from qasr_edge.families.whisper.graphs import join_windows
+
+    kv = np.arange(2 * 2 * 4 * 3, dtype=np.float32).reshape(2, 2, 4, 3).copy()   # owns its memory, as encode's
+    parts = [kv[:, :, i:i + 1] for i in range(4)]
+    joined = join_windows(parts[1:3])
+    assert np.shares_memory(joined, kv) and np.array_equal(joined, kv[:, :, 1:3])
+    for apart in ([parts[0], parts[2]], [parts[2], parts[1]], [parts[0], kv[:, :, 1:2].copy()]):
+        got = join_windows(apart)
+        assert not np.shares_memory(got, kv) and np.array_equal(got, np.concatenate(apart, axis=2))
+    assert join_windows([parts[3]]) is parts[3]

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _core
 from ..options import TranscribeOptions
-from ..families.whisper.graphs import take_windows
+from ..families.whisper.graphs import join_windows, take_windows
 from ..search import Decoded
 from .agreement import WordStarts, common_prefix, complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
@@ -264,7 +264,7 @@ def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple
     """(cross keys, context tokens, language or None, forced prefix) of several streams, decoded
     as one batch; languages not given are detected first. Returns (decoded, language) per item;
     the decoded tokens follow the prefix."""
-    cross = items[0][0] if len(items) == 1 else np.concatenate([item[0] for item in items], axis=2)
+    cross = join_windows([item[0] for item in items])
     languages = [item[2] for item in items]
     unknown = [i for i, lang in enumerate(languages) if lang is None]
     if unknown:

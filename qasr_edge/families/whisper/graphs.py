@@ -119,5 +119,23 @@ def take_windows(cross_kv: np.ndarray, windows: np.ndarray) -> np.ndarray:
     return np.take(cross_kv, windows, axis=2)
 
 
+def join_windows(parts: list[np.ndarray]) -> np.ndarray:
+    """cross_kv arrays [layers, 2, windows, ...] joined along the windows: a view when they are
+    consecutive windows of one array (as windows encoded in one call come back), a copy otherwise."""
+    if len(parts) == 1:
+        return parts[0]
+    base = parts[0].base
+    if isinstance(base, np.ndarray) and base.ndim == parts[0].ndim and \
+            all(p.base is base and p.strides == base.strides for p in parts):
+        origin, step = base.__array_interface__["data"][0], base.strides[2]
+        firsts = [(p.__array_interface__["data"][0] - origin) / step for p in parts]
+        ends = [f + p.shape[2] for f, p in zip(firsts, parts)]
+        if all(f == int(f) for f in firsts) and all(e == f for e, f in zip(ends, firsts[1:])):
+            view = base[:, :, int(firsts[0]):int(ends[-1])]
+            if view.shape[:2] == parts[0].shape[:2] and view.shape[3:] == parts[0].shape[3:]:
+                return view
+    return np.concatenate(parts, axis=2)
+
+
 def _token_feeds(tokens: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
     return {"tokens": tokens, "positions": positions}
