@@ -116,7 +116,11 @@ def take_windows(cross_kv: np.ndarray, windows: np.ndarray) -> np.ndarray:
     windows = np.asarray(windows, dtype=np.int64)
     if len(windows) and np.array_equal(windows, np.arange(windows[0], windows[0] + len(windows))):
         return cross_kv[:, :, windows[0]:windows[0] + len(windows)]
-    return np.take(cross_kv, windows, axis=2)
+    # a copy window by window: np.take would first copy a non-contiguous source (a joined view) whole
+    out = np.empty((*cross_kv.shape[:2], len(windows), *cross_kv.shape[3:]), cross_kv.dtype)
+    for j, w in enumerate(windows):
+        out[:, :, j] = cross_kv[:, :, w]
+    return out
 
 
 def join_windows(parts: list[np.ndarray]) -> np.ndarray:
