@@ -49,8 +49,8 @@ class KVCache:
         self.lengths = np.zeros(rows, dtype=np.int64)
         # per row: positions below `shared[r]` hold the same keys and values in every row of r's
         # group (its prompt, before the group's row became several beams); kept up by
-        # CachedDecoderState. An int applies to every row.
-        self.shared: np.ndarray | int = 0
+        # CachedDecoderState
+        self.shared = np.zeros(rows, dtype=np.int64)
         self._store([np.zeros((rows, kv_heads, capacity, head_dim), dtype) for _ in self.past], rows)
 
     def _store(self, storage: list[np.ndarray], rows: int) -> None:
@@ -98,7 +98,7 @@ class KVCache:
             same_prefix = None
         else:
             storage = self.storage
-        shared = np.broadcast_to(np.asarray(self.shared, np.int64), (self.rows,))[rows]
+        shared = self.shared[rows]
         starts = np.zeros(n, np.int64) if same_prefix is None else \
             np.where(np.asarray(same_prefix, bool), np.minimum(shared, held), 0)
         runs = [(np.flatnonzero(starts == start), int(start)) for start in np.unique(starts)]

@@ -46,7 +46,7 @@ def test_select_within_groups_copies_only_past_the_shared_prompt():
     from another group are copied whole."""
     cache = KVCache(layers=1, kv_heads=1, head_dim=1, rows=4, capacity=6)
     fill(cache, 4)                 # row r, position p holds 10 * r + p
-    cache.shared = 2
+    cache.shared = np.full(4, 2)
     b = cache.buffers[0]
     b[1, 0, :2] = b[0, 0, :2]       # group 0 = rows 0, 1; group 1 = rows 2, 3: prompts shared
     b[3, 0, :2] = b[2, 0, :2]
