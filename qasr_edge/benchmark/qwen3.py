@@ -162,13 +162,9 @@ def forced_logits(model, wav, tokens: list[int]):
     each step of a reference decode (or of any token sequence)."""
     import numpy as np
 
-    from ..families.qwen3_asr.audio import batch_features
-
-    family, graphs = model.family, model.family.graphs
-    features = batch_features([wav], graphs.n_mels, [len(wav)])
-    audio = graphs.encode(list(graphs.chunking.windows(0, features[0])), 1)
-    state, logits = graphs.prefill([family.prompt_ids(len(audio[0]), "", None)], audio, family.audio_pad,
-                                   family.pad_id)
+    family = model.family
+    audio, prompts = family.audio_prompts([wav], [len(wav)], "", None)
+    state, logits = family.graphs.prefill(prompts, audio, family.audio_pad, family.pad_id)
     rows = [np.array(logits[0], dtype=np.float32)]
     for token in tokens[:-1]:
         rows.append(np.array(state.step(np.array([token], np.int64))[0], dtype=np.float32))

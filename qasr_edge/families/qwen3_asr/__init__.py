@@ -124,13 +124,19 @@ class Qwen3ASRModel:
         activations = (6 * d["hidden_size"] + 3 * d.get("intermediate_size", 3 * d["hidden_size"])) * 4
         return tokens * kv + (audio_tokens + PROMPT_OVERHEAD) * activations
 
-    def _decode(self, pieces: list[np.ndarray], pad_to: list[int], language: str | None,
-                options: TranscribeOptions) -> list[tuple[Segment, str | None]]:
+    def audio_prompts(self, pieces: list[np.ndarray], pad_to: list[int], context: str,
+                      language: str | None) -> tuple[list[np.ndarray], list[list[int]]]:
+        """(audio embeddings, prompt ids) per piece: what the decoder is prefilled with."""
         g = self.graphs
         features = batch_features(pieces, g.n_mels, pad_to)
         windows = [w for i, f in enumerate(features) for w in g.chunking.windows(i, f)]
         audio = g.encode(windows, len(pieces))
-        prompts = [self.prompt_ids(len(a), options.context, language) for a in audio]
+        return audio, [self.prompt_ids(len(a), context, language) for a in audio]
+
+    def _decode(self, pieces: list[np.ndarray], pad_to: list[int], language: str | None,
+                options: TranscribeOptions) -> list[tuple[Segment, str | None]]:
+        g = self.graphs
+        audio, prompts = self.audio_prompts(pieces, pad_to, options.context, language)
         self.stats["prompt"].add([len(p) for p in prompts])
         room = self.max_positions - max(len(p) for p in prompts)
         max_new = DEFAULT_MAX_NEW_TOKENS if options.max_new_tokens is None else options.max_new_tokens
