@@ -242,10 +242,10 @@ def _proto_bytes(model: Any) -> int:
 
 def torch_export(module: Any, args: tuple, path: str | Path, *, input_names: list[str],
                  output_names: list[str], dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
-    """TorchScript-based ONNX export into a scratch folder, then one clean file (plus one .data file
-    if large, gathered a tensor at a time while the torch module still holds its weights)."""
+    """TorchScript-based ONNX export into a scratch folder, then the graph with its weights in one
+    `.data` file beside it, as packages keep them (`weights_apart`), gathered a tensor at a time
+    while the torch module still holds its weights."""
     torch = require("torch")
-    onnx = require("onnx")
     import warnings
 
     path = Path(path)
@@ -256,10 +256,6 @@ def torch_export(module: Any, args: tuple, path: str | Path, *, input_names: lis
             torch.onnx.export(module, args, str(scratch / path.name), dynamo=False, opset_version=opset,
                               input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
-        exported = scratch / path.name
-        if any(p != exported for p in scratch.iterdir()):   # a large model: weights in files beside it
-            gather_weights(exported, path)
-        else:
-            save_onnx(onnx.load(str(exported)), path)
+        gather_weights(scratch / path.name, path)   # weights inline, or in files beside it when large
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
