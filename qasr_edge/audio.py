@@ -121,15 +121,25 @@ def _array_to_mono(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _to_float32(x: np.ndarray) -> np.ndarray:
-    """Integer PCM scaled to [-1, 1) (unsigned types centred first); floats as they are."""
+    """Integer PCM scaled to [-1, 1) (unsigned types centred first); floats as they are.
+
+    8- and 16-bit samples and signed 32-bit ones are converted in float32, with no float64 copy
+    (an hour of 16 kHz audio: 460 MB less at its peak): a 16-bit value is exact in float32, and a
+    32-bit one is rounded once either way, so the result is the float64 route's to the bit."""
     if x.dtype.kind == "f":
         return x.astype(np.float32, copy=False)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"cannot use an array of dtype {x.dtype} as audio")
+    half = 2.0 ** (8 * x.dtype.itemsize - 1)
+    if x.dtype.itemsize <= (4 if x.dtype.kind == "i" else 2):
+        y = x.astype(np.float32)
+        if x.dtype.kind == "u":
+            y -= np.float32(half)
+        y *= np.float32(1.0 / half)
+        return y
     if x.dtype.kind == "u":
-        half = 2.0 ** (8 * x.dtype.itemsize - 1)
         return ((x.astype(np.float64) - half) / half).astype(np.float32)
-    if x.dtype.kind == "i":
-        return (x.astype(np.float64) / 2.0 ** (8 * x.dtype.itemsize - 1)).astype(np.float32)
-    raise TypeError(f"cannot use an array of dtype {x.dtype} as audio")
+    return (x.astype(np.float64) / half).astype(np.float32)
 
 
 # --- WAV -------------------------------------------------------------------------------
@@ -209,7 +219,7 @@ def _decode_wav_samples(raw: bytes, codec: str, bytes_per_sample: int) -> np.nda
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
         wide = np.zeros((len(b), 4), np.uint8)
         wide[:, 1:] = b
-        return (wide.view("<i4")[:, 0] / 2.0**31).astype(np.float32)
+        return _to_float32(wide.view("<i4")[:, 0])
     if codec in ("alaw", "mulaw"):
         table = _ALAW_TABLE if codec == "alaw" else _MULAW_TABLE
         return table[np.frombuffer(raw, np.uint8)]

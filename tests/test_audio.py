@@ -155,6 +155,21 @@ def test_wav_streaming_size_reads_to_the_end():
     np.testing.assert_allclose(load_audio(data), pcm / 32768.0)
 
 
+@pytest.mark.parametrize("dtype", ["u1", "<i2", "<i4", "<u2", "<u4", "<i8"])
+def test_integer_pcm_is_scaled_as_through_float64_to_the_bit(dtype):
+    """Narrow integer PCM is converted in float32 (no float64 copy of a long file); the result is
+    the float64 route's, bit for bit, at the extremes and on random samples."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.array([info.min, info.min + 1, -1 if info.min else 1, 0, 1, info.max - 1, info.max]),
+                        rng.integers(info.min, info.max, 4000, dtype=np.int64 if info.min else np.uint64,
+                                     endpoint=True)]).astype(dtype)
+    half = 2.0 ** (8 * x.dtype.itemsize - 1)
+    want = ((x.astype(np.float64) - (half if x.dtype.kind == "u" else 0)) / half).astype(np.float32)
+    got = audio._to_float32(x)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_g711_tables_match_the_standard_end_points():
     # A-law 0xD5 / mu-law 0xFF are the smallest positive codes; 0x2A / 0x00 the most negative.
     assert audio._ALAW_TABLE[0xD5] * 32768 == 8 and audio._ALAW_TABLE[0x2A] * 32768 == -32256
