@@ -19,7 +19,7 @@ import pytest
 import qasr_edge
 from qasr_edge.audio import load_audio
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
-from qasr_edge.streaming.agreement import complete_words, local_agreement, rollback
+from qasr_edge.streaming.agreement import before_loop, complete_words, local_agreement, rollback
 from qasr_edge.streaming.endpoint import Endpointer
 from qasr_edge.streaming.session import drive
 from qasr_edge.streaming.whisper import parse_hypothesis
@@ -80,6 +80,17 @@ def test_local_agreement_commits_whole_agreed_words():
     assert complete_words([100, 101, 102], 3, starts_word) == 2
     assert rollback([100, 101, 102, 103, 104, 105], 2, starts_word) == 4
     assert rollback([100, 5, 5, 5], 1, starts_word) == 0               # one word still open: nothing
+
+
+def test_a_phrase_said_twice_in_a_row_is_a_loop_and_its_repeat_is_not_committed():
+    loop = [105, 100, 5, 101, 102, 103]                   # "105 100. 101 102 103": 5 words, one with a tail
+    assert before_loop([], loop + loop + [104], 13, starts_word) == 6            # commit the first copy only
+    assert before_loop(loop, loop + [104], 7, starts_word) == 0                  # the first copy was committed
+    assert before_loop(loop, loop + [104], 3, starts_word) == 3                  # no whole repeat within the 3
+    assert before_loop([], [100, 101, 102] * 2, 6, starts_word) == 6             # 3 words twice: speech, not a loop
+    assert before_loop([100, 101, 102, 103, 100, 101, 102], [103, 104], 2, starts_word) == 2   # repeat began before
+    assert before_loop([], [100, 101, 102, 103, 104, 100, 101, 102, 103, 104], 10, starts_word, min_words=6) == 10
+    assert before_loop([], [], 0, starts_word) == 0
 
 
 def test_endpointer_hysteresis_and_padding():

@@ -52,3 +52,27 @@ def rollback(tokens: Sequence[int], keep_provisional: int, starts_word: Callable
     Qwen3-ASR streaming policy), whole words only."""
     # a word just before the provisional tail is whole when the tail's first token starts a new one
     return complete_words(tokens, min(len(tokens), max(0, len(tokens) - keep_provisional) + 1), starts_word)
+
+
+LOOP_WORDS = 4   # a phrase of this many words or more said twice in a row is a decoder loop
+
+
+def before_loop(previous: Sequence[int], tokens: Sequence[int], n: int, starts_word: Callable[[int], bool],
+                min_words: int = LOOP_WORDS) -> int:
+    """How many of tokens[:n] to commit so that no phrase of `min_words` words or more is repeated
+    right after itself with its repeat starting in them: n, or where the first such repeat starts.
+    Whisper can loop on a buffer ("... we spend more. I think we should wait until the product is
+    tabled before we spend more. I think we should ...") and two hypotheses then agree on the loop.
+    `previous`: the tokens committed before these (the first copy may lie there)."""
+    previous = list(previous)[-n:] if n else []   # a repeat starting in tokens[:n] is no longer than them
+    seq = previous + list(tokens[:n])
+    first_new = len(previous)
+    bounds = [i for i in range(len(seq)) if i == 0 or starts_word(seq[i])] + [len(seq)]
+    words = [tuple(seq[a:b]) for a, b in zip(bounds, bounds[1:])]
+    for w in range(1, len(words)):
+        if bounds[w] < first_new:
+            continue
+        for k in range(min_words, min(w, len(words) - w) + 1):
+            if words[w - k:w] == words[w:w + k]:
+                return bounds[w] - first_new
+    return n

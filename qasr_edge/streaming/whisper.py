@@ -25,7 +25,7 @@ from .. import _core
 from ..options import TranscribeOptions
 from ..families.whisper.graphs import join_windows, take_windows
 from ..search import Decoded
-from .agreement import WordStarts, common_prefix, complete_words, local_agreement
+from .agreement import WordStarts, before_loop, common_prefix, complete_words, local_agreement
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
@@ -100,6 +100,7 @@ class WhisperStream(VoiceSession):
                                                 max_new_tokens=MAX_NEW_TOKENS)
         text = options.context.strip()
         self.context: list[int] = model.tokenizer.encode(" " + text) if text else []
+        self._given_context = len(self.context)   # the caller's context text, not speech
         self.fixed_language = options.language if model.tokens.multilingual else "en"
         self._mel_max = -np.inf
         self._start = 0                      # first mel frame of the buffer
@@ -178,6 +179,14 @@ class WhisperStream(VoiceSession):
             take = max([take] + [n for n in closed if n <= agreed])
             if duration >= self.options.max_segment_s:   # too long: commit through the last closed segment
                 take = max(take, closed[-1] if closed else complete_words(current, len(current), self._starts_word))
+        # a loop's repeat is never committed (at the end of an utterance, what follows it is dropped too)
+        # the speech committed so far (its tail: a repeat is no longer than what is being committed)
+        said = self.context[max(self._given_context, len(self.context) - len(current)):] + h.tokens[:done]
+        looped = before_loop(said, current, take, self._starts_word)
+        if looped < take:
+            take = looped
+            if commit_all:
+                current = current[:take]
         events = []
         offset = start / FRAMES_PER_SECOND
         if take:
