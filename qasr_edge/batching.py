@@ -29,6 +29,12 @@ class PaddingStats:
         self.real += sum(lengths)
         self.padded += sum(width - n for n in lengths)
 
+    def merge(self, other: "PaddingStats") -> None:
+        self.batches += other.batches
+        self.items += other.items
+        self.real += other.real
+        self.padded += other.padded
+
     @property
     def padding_fraction(self) -> float:
         total = self.real + self.padded

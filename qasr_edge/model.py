@@ -8,7 +8,8 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from .audio import AudioError, load_audio
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .batching import PaddingStats
 from .families import load_family
 from .options import TranscribeOptions
 from .package import read_package
@@ -43,20 +44,41 @@ class Model:
         opts = TranscribeOptions.from_kwargs(**{**getattr(self.family, "option_defaults", {}), **options})
         inputs = [audio] if isinstance(audio, (str, os.PathLike, bytes, np.ndarray)) else list(audio)
         results: list[Transcript | None] = [None] * len(inputs)
-        good, waves = [], []
-        for i, item in enumerate(inputs):
-            label = str(item) if isinstance(item, (str, os.PathLike)) else None
-            try:
-                waves.append(load_audio(item))
-                good.append(i)
-            except AudioError as exc:
-                results[i] = Transcript.failed(label, str(exc))
-        if waves:
-            for i, t in zip(good, self.family.transcribe(waves, opts, progress=progress)):
+        stats: dict[str, PaddingStats] = {}
+        # inputs are decoded in order and transcribed in groups of at most the profile's max_audio_s
+        # (a longer input is a group alone): memory holds one group's audio (and the next input,
+        # decoded to learn its length), not the whole list's
+        budget = self.profile.max_audio_s * SAMPLE_RATE
+        group: list[tuple[int, np.ndarray]] = []
+        done = 0   # inputs before the group
+
+        def run(upto: int) -> None:
+            nonlocal group, done
+            span, first = upto - done, done
+            report = progress if progress is None or span == len(inputs) else \
+                (lambda f: progress((first + f * span) / len(inputs)))
+            for (i, _), t in zip(group, self.family.transcribe([w for _, w in group], opts, progress=report)):
                 if isinstance(inputs[i], (str, os.PathLike)):
                     t.audio = str(inputs[i])
                 results[i] = t
-            self.last_stats = {k: v.to_dict() for k, v in getattr(self.family, "stats", {}).items()}
+            for name, value in getattr(self.family, "stats", {}).items():
+                stats.setdefault(name, PaddingStats()).merge(value)
+            group, done = [], upto
+
+        for i, item in enumerate(inputs):
+            label = str(item) if isinstance(item, (str, os.PathLike)) else None
+            try:
+                wave = load_audio(item)
+            except AudioError as exc:
+                results[i] = Transcript.failed(label, str(exc))
+                continue
+            if group and sum(len(w) for _, w in group) + len(wave) > budget:
+                run(i)
+            group.append((i, wave))
+        if group:
+            run(len(inputs))
+        if done:   # some input was transcribed
+            self.last_stats = {k: v.to_dict() for k, v in stats.items()}
         return results  # type: ignore[return-value]
 
     def stream(self, language: str | None = None, context: str = "", chunk_ms: int | None = None,

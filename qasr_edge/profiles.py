@@ -57,6 +57,7 @@ class Profile:
     precision: str = "fp32"
     max_batch: int = 8
     memory_budget_mb: int = 1024
+    max_audio_s: float = 3600.0          # decoded audio one transcribe call holds at once
     chunk_ms: int = 640
     stream_beam_size: int = 5            # Whisper streams: beams per update
     cpu_features: tuple[str, ...] = ()   # CPU flags the profile is tuned for (/proc/cpuinfo names)
@@ -69,6 +70,8 @@ class Profile:
             raise ProfileError(f"profile {self.name}: on_missing_provider must be 'error' or 'fallback'")
         if self.max_batch < 1 or self.intra_op_threads < 0:
             raise ProfileError(f"profile {self.name}: max_batch >= 1 and intra_op_threads >= 0 required")
+        if not self.max_audio_s > 0:
+            raise ProfileError(f"profile {self.name}: batch max_audio_s must be > 0")
         if not 1 <= self.stream_beam_size <= 10:
             raise ProfileError(f"profile {self.name}: stream beam_size must be between 1 and 10")
 
@@ -97,6 +100,7 @@ class Profile:
             precision=data.get("model", {}).get("precision", "fp32"),
             max_batch=int(data.get("batch", {}).get("max_batch", 8)),
             memory_budget_mb=int(data.get("batch", {}).get("memory_budget_mb", 1024)),
+            max_audio_s=float(data.get("batch", {}).get("max_audio_s", 3600.0)),
             chunk_ms=int(data.get("stream", {}).get("chunk_ms", 640)),
             stream_beam_size=int(data.get("stream", {}).get("beam_size", 5)),
             cpu_features=tuple(data.get("device", {}).get("cpu_features", ())),

@@ -66,6 +66,32 @@ def test_short_windows_encode_less_and_keep_the_text(model, beam5, monkeypatch):
     assert seen[0] == 3000 and wer(beam5[CLIPS["long"]["file"]].text, long.text) <= 0.08
 
 
+def test_inputs_over_the_profiles_audio_bound_are_transcribed_a_group_at_a_time(whisper_base_package, beam5):
+    """A profile's max_audio_s bounds the decoded audio one call holds: 10 s here, so the clips go
+    in several groups (the 57 s file alone); one Transcript per input, in order, a broken input
+    reported where it was, progress rising to 1 across the groups, padding stats summed."""
+    import dataclasses
+
+    from qasr_edge.model import Model
+    from qasr_edge.profiles import load_profile
+
+    profile = dataclasses.replace(load_profile("cpu").with_threads(2), max_audio_s=10.0)
+    model = Model(whisper_base_package, profile)
+    english = [str(FIXTURES / c["file"]) for c in CLIPS["clips"] if c["lang"] == "en"]
+    files = [english[0], str(FIXTURES / "missing.wav"), str(FIXTURES / CLIPS["long"]["file"]), english[1]]
+    groups, seen = [], []
+    transcribe = model.family.transcribe
+    model.family.transcribe = lambda waves, *a, **k: groups.append(len(waves)) or transcribe(waves, *a, **k)
+    got = model.transcribe(files, beam_size=5, progress=seen.append)
+    assert groups == [1, 1, 1] and [t.audio for t in got] == files
+    assert got[1].error and "no such file" in got[1].error and not got[1].text
+    for f, t in zip(files, got):
+        if f != files[1]:
+            assert wer(beam5[Path(f).name].text, t.text) <= 0.08, (f, t.text)
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and seen[0] <= 0.5   # the 1st group: 2 of 4
+    assert model.last_stats["audio"]["items"] >= 3
+
+
 def test_languages_detected(beam5):
     detected = {c["file"]: beam5[c["file"]].language for c in CLIPS["clips"]}
     for name in ("en_flite.wav", "en_weather.wav", "es.wav", "fr.wav"):
