@@ -179,8 +179,8 @@ class WhisperStream(VoiceSession):
             take = max([take] + [n for n in closed if n <= agreed])
             if duration >= self.options.max_segment_s:   # too long: commit through the last closed segment
                 take = max(take, closed[-1] if closed else complete_words(current, len(current), self._starts_word))
-        # a loop's repeat is never committed (at the end of an utterance, what follows it is dropped too)
-        # the speech committed so far (its tail: a repeat is no longer than what is being committed)
+        # a loop's repeat is never committed (at the end of an utterance, what follows it is dropped
+        # too); `said`: the tail of the speech committed so far, as long as a repeat can reach back
         said = self.context[max(self._given_context, len(self.context) - len(current)):] + h.tokens[:done]
         looped = before_loop(said, current, take, self._starts_word)
         if looped < take:
