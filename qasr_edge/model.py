@@ -50,10 +50,10 @@ class Model:
         # decoded to learn its length), not the whole list's
         budget = self.profile.max_audio_s * SAMPLE_RATE
         group: list[tuple[int, np.ndarray]] = []
-        done = 0   # inputs before the group
+        done, held = 0, 0   # inputs before the group; samples in it
 
         def run(upto: int) -> None:
-            nonlocal group, done
+            nonlocal group, done, held
             span, first = upto - done, done
             report = progress if progress is None or span == len(inputs) else \
                 (lambda f: progress((first + f * span) / len(inputs)))
@@ -63,7 +63,7 @@ class Model:
                 results[i] = t
             for name, value in getattr(self.family, "stats", {}).items():
                 stats.setdefault(name, PaddingStats()).merge(value)
-            group, done = [], upto
+            group, done, held = [], upto, 0
 
         for i, item in enumerate(inputs):
             label = str(item) if isinstance(item, (str, os.PathLike)) else None
@@ -72,9 +72,10 @@ class Model:
             except AudioError as exc:
                 results[i] = Transcript.failed(label, str(exc))
                 continue
-            if group and sum(len(w) for _, w in group) + len(wave) > budget:
+            if group and held + len(wave) > budget:
                 run(i)
             group.append((i, wave))
+            held += len(wave)
         if group:
             run(len(inputs))
         if done:   # some input was transcribed
