@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 from pathlib import Path
 
@@ -268,6 +269,75 @@ def test_scheduler_batches_streams_and_keeps_each_result(whisper, english):
     for mine, solo in zip(got, alone):
         assert jiwer.wer(normalise(text(solo)), normalise(text(mine))) <= 0.1
     assert scheduler.items["encode"] > scheduler.calls["encode"]   # windows of both streams shared calls
+
+
+@pytest.fixture(scope="module")
+def one_thread(whisper_base_package, english):
+    """A whisper-base model with one intra-op thread, two recordings, and each one's events
+    when streamed alone."""
+    model = qasr_edge.load_model(whisper_base_package, threads=1)
+    audios = (english, load_audio(FIXTURES / "en_flite.wav"))
+    return model, audios, [run(model.stream(chunk_ms=640), a, 10240) for a in audios]
+
+
+def test_live_scheduler_decodes_on_lanes_as_audio_arrives(one_thread):
+    """Chunks handed over one round at a time (joined after each) give every stream exactly its
+    events alone; audio handed over faster than it is decoded is caught up in fewer updates; a
+    bad chunk raises in the caller and the stream goes on."""
+    from qasr_edge.streaming import LiveScheduler
+
+    model, audios, alone = one_thread
+    sessions = [model.stream(chunk_ms=640) for _ in range(2)]
+    got = {id(s): [] for s in sessions}
+    threads = set()
+
+    def on_events(session, events):
+        assert not isinstance(events, Exception), events
+        threads.add(threading.current_thread().name)
+        got[id(session)] += events
+
+    with LiveScheduler(on_events, lanes=2) as live:
+        for i in range(0, max(map(len, audios)), 10240):
+            for s, a in zip(sessions, audios):
+                if i < len(a):
+                    live.feed(s, a[i:i + 10240])
+            with pytest.raises(TypeError):
+                live.feed(sessions[0], np.ones(3, dtype=np.int64))
+            live.join()
+        for s in sessions:
+            live.finish(s)
+        live.join()
+        assert [got[id(s)] for s in sessions] == alone
+        assert len(threads) == 2 and threading.current_thread().name not in threads
+
+        late = model.stream(chunk_ms=640)   # every chunk at once, faster than the lane decodes them
+        got[id(late)] = []
+        updates = live.counts()[0]
+        pieces = range(0, len(audios[0]), 10240)
+        for i in pieces:
+            live.feed(late, audios[0][i:i + 10240])
+        live.finish(late)
+        live.join()
+        assert text(got[id(late)]) and live.counts()[0] - updates < len(pieces)
+        with pytest.raises(RuntimeError):
+            live.feed(late, audios[0][:100])   # finished
+    with pytest.raises(ValueError):
+        LiveScheduler(on_events, lanes=0)
+
+
+def test_live_scheduler_raises_a_failing_handler_in_join(one_thread):
+    from qasr_edge.streaming import LiveScheduler
+
+    model, audios, _ = one_thread
+
+    def on_events(session, events):
+        raise KeyError("the caller's bug")
+
+    with LiveScheduler(on_events) as live:
+        live.feed(model.stream(chunk_ms=640), audios[0][:10240])
+        with pytest.raises(KeyError):
+            live.join()
+        live.join()   # raised once; the lane went on
 
 
 # --- Qwen3-ASR (tiny random checkpoint) ------------------------------------------------------

@@ -7,16 +7,17 @@ One process per measurement (as in the other workloads: its peak RSS is its own 
   partial (audio time and compute until then), the commit lag of every final word (`emitted_at`
   minus the word's end, word ends interpolated within the final by character count), whether the
   finals are in order, and the compute per chunk along the stream (does it stay flat?).
-- `concurrent` (one process per N of `--streams`): N live streams on one model and one
-  `StreamScheduler`, stream i rotated to start at (i * 7.3 s) mod the audio's length. A virtual
-  clock delivers a chunk every chunk_ms; each step takes what has arrived (a stream that fell
-  behind decodes once for several chunks) and advances the clock by its measured compute. The
-  lag of a word is the clock at its final minus its end in the audio.
+- `concurrent` (one process per N of `--streams`): N live streams on one model, played in real
+  time (this side takes as long as the audio), stream i rotated to start at (i * 7.3 s) mod the
+  audio's length. Every chunk_ms one chunk of each stream goes to a `LiveScheduler` with
+  `--lanes` lanes (default: one per thread, the model loaded with threads / lanes intra-op
+  threads); a stream that fell behind decodes once for several chunks. The lag of a word is the
+  wall time at its final minus its end in the audio.
 - `offline` (with `--offline`): `model.transcribe(audio)` with its defaults (beam 5, seek) on the
   same audio, for a word error rate of the stream against it (and both against `--reference`).
 
 Everything here is timed in audio seconds (`emitted_at`, word ends) or compute seconds
-(`time.perf_counter` around the calls); nothing sleeps.
+(`time.perf_counter` around the calls); only the concurrency test sleeps, to play its audio live.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def rotated(audio: np.ndarray, i: int) -> np.ndarray:
 
 # -- side processes ----------------------------------------------------------------------------
 
-def _load(spec: dict[str, Any]):
+def _load(spec: dict[str, Any], threads: int | None = None):
     """(model, audio, load seconds, cold start seconds) for a side process."""
     import onnxruntime  # noqa: F401  imported before the load timer starts
 
@@ -163,7 +164,8 @@ def _load(spec: dict[str, Any]):
     if spec.get("seconds"):
         audio = audio[: int(round(spec["seconds"] * SAMPLE_RATE))]
     watch = Stopwatch()
-    model = qasr_edge.model.load_model(spec["package"], profile=spec.get("profile"), threads=spec["threads"])
+    model = qasr_edge.model.load_model(spec["package"], profile=spec.get("profile"),
+                                        threads=threads or spec["threads"])
     load_s = watch.lap("load")
     return model, audio, load_s, process_age_s()
 
@@ -232,72 +234,72 @@ def single(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
-    """N live streams on one scheduler. A virtual clock plays the audio as a microphone would
-    deliver it (one chunk every chunk_ms); each scheduler step takes all audio that has arrived
-    by then for every stream (several chunks when the step before was slow: `coalesce`, one
-    decode at the last chunk boundary), and the clock moves on by the step's measured compute,
-    or waits for the next chunk when there is nothing new. The lag of a word is the clock when
-    its final was emitted minus the word's end in the audio: what a listener would see."""
-    from ..streaming import FINISH, StreamScheduler
+    """N live streams, played in real time: every chunk_ms of wall time, one chunk of each
+    stream's audio is handed to a `LiveScheduler` with `lanes` lanes (the model loaded with
+    threads / lanes intra-op threads), whose lanes decode what has arrived as they get to it (a
+    stream that fell behind decodes once for several chunks). The lag of a word is the wall time
+    at which its final was reported minus its end in the audio: what a listener would see. This
+    side takes as long as the audio."""
+    from ..streaming import LiveScheduler
 
     n = spec["streams"]
-    model, audio, load_s, _ = _load(spec)
+    lanes = min(n, spec.get("lanes") or spec["threads"])
+    model, audio, load_s, _ = _load(spec, threads=max(1, spec["threads"] // lanes))
     waves = [rotated(audio, i) for i in range(n)]
     sessions = [model.stream(**_stream_options(spec)) for _ in range(n)]
-    scheduler = StreamScheduler()
+    index = {id(s): i for i, s in enumerate(sessions)}
     chunk = sessions[0].options.chunk_samples
     chunk_s = chunk / SAMPLE_RATE
     audio_s = len(audio) / SAMPLE_RATE
     n_chunks = -(-len(audio) // chunk)
     texts: list[list[str]] = [[] for _ in range(n)]
     lags: list[float] = []
-    steps: list[tuple[int, float]] = []   # (chunks per stream, compute s)
-    clock, fed = 0.0, 0
+    failures: list[str] = []
 
-    def step(inputs) -> float:
-        t0 = time.perf_counter()
-        results = scheduler.step(inputs, coalesce=True)
-        dt = time.perf_counter() - t0
-        for i, r in enumerate(results):
-            if isinstance(r, Exception):
-                raise BenchError(f"stream {i} failed: {r}")
-            for e in r:
-                if e.type == "final":
-                    texts[i].append(e.text)
-                    lags.extend(clock + dt - t for _, t in word_ends(e.text, e.start, e.end))
-        return dt
+    def on_events(session, events) -> None:
+        now = time.perf_counter() - start
+        i = index[id(session)]
+        if isinstance(events, Exception):
+            failures.append(f"stream {i} failed: {events}")
+            return
+        for e in events:
+            if e.type == "final":
+                texts[i].append(e.text)
+                lags.extend(now - t for _, t in word_ends(e.text, e.start, e.end))
 
-    while fed < n_chunks:
-        arrived = min(n_chunks, int(clock / chunk_s + 1e-9))
-        if arrived <= fed:
-            clock = (fed + 1) * chunk_s   # idle until the next chunk arrives
-            continue
-        dt = step([(s, w[fed * chunk:arrived * chunk]) for s, w in zip(sessions, waves)])
-        steps.append((arrived - fed, dt))
-        clock += dt
-        fed = arrived
-    clock = max(clock, audio_s)
-    finish_s = step([(s, FINISH) for s in sessions])
-    clock += finish_s
-    compute = sum(dt for _, dt in steps) + finish_s
-    rtf = compute / audio_s if audio_s else None
+    live = LiveScheduler(on_events, lanes=lanes)
+    start = time.perf_counter()   # the clock on_events reads
+    for r in range(n_chunks):
+        arrival = min((r + 1) * chunk_s, audio_s)   # a microphone delivers the chunk once it is recorded
+        wait = arrival - (time.perf_counter() - start)
+        if wait > 0:
+            time.sleep(wait)
+        for session, wave in zip(sessions, waves):
+            live.feed(session, wave[r * chunk:(r + 1) * chunk])
+    for session in sessions:
+        live.finish(session)
+    live.join()
+    end_delay = time.perf_counter() - start - audio_s
+    live.close()
+    if failures:
+        raise BenchError("; ".join(failures))
+    busy = live.busy_s
+    updates, calls, items = live.counts()
     lag_p95 = percentile(lags, 95)
-    end_delay = clock - audio_s
-    calls = {str(kind): count for kind, count in scheduler.calls.items()}
-    items = {str(kind): count for kind, count in scheduler.items.items()}
-    step_ms = [1000 * dt for _, dt in steps]
     return {
-        "side": "concurrent", "streams": n, "audio_s": round(audio_s, 3), "compute_s": round(compute, 3),
-        "rtf": _r(rtf, 4), "load_s": round(load_s, 3), "steps": len(steps),
-        "chunks_per_update": _r(n_chunks / len(steps) if steps else None, 2),
-        "step_ms_median": _r(percentile(step_ms, 50), 2), "step_ms_p95": _r(percentile(step_ms, 95), 2),
+        "side": "concurrent", "streams": n, "lanes": lanes, "threads_per_lane": model.profile.threads,
+        "audio_s": round(audio_s, 3), "compute_s": round(sum(busy), 3),
+        # the busiest lane's decoding time per second of audio: at 1 or more it cannot keep up
+        "rtf": _r(max(busy) / audio_s if audio_s else None, 4),
+        "lane_busy": [_r(b / audio_s if audio_s else None, 4) for b in busy], "load_s": round(load_s, 3),
+        "updates": updates, "chunks_per_update": _r(n * n_chunks / updates if updates else None, 2),
         "realtime_lag_median_s": _r(percentile(lags, 50)), "realtime_lag_p95_s": _r(lag_p95),
         "realtime_lag_max_s": _r(max(lags) if lags else None), "end_delay_s": _r(end_delay),
         # live: words are committed within 3 s at the 95th percentile and the streams end within
         # 3 s of their audio (the backlog stays bounded)
         "keeps_up": bool(lag_p95 is not None and lag_p95 <= 3.0 and end_delay <= 3.0),
-        "calls": calls, "items": items,
-        "items_per_call": {k: round(items[k] / calls[k], 2) for k in calls if calls[k]},
+        "calls": {str(k): v for k, v in calls.items()}, "items": {str(k): v for k, v in items.items()},
+        "items_per_call": {str(k): round(items[k] / calls[k], 2) for k in calls if calls[k]},
         "stream0_text": "".join(texts[0]).strip(),
     }
 
@@ -324,9 +326,9 @@ def add_parser(workloads) -> None:
 
     s = workloads.add_parser(
         "stream", help="a streaming session fed a file chunk by chunk: compute per chunk, commit lag, "
-                       "and how many streams one scheduler keeps real time",
-        description="Single stream (always), then --streams N... sessions in lockstep through one "
-                    "StreamScheduler, then --offline. Each measurement runs in a fresh process. A table "
+                       "and how many live streams keep real time",
+        description="Single stream (always), then --streams N... sessions played live (in real time) "
+                    "through a LiveScheduler, then --offline. Each measurement runs in a fresh process. A table "
                     "goes to stderr; with --json the last line of stdout is one JSON object.")
     s.add_argument("--model", "-m", default="whisper-base", help="registry name or package folder")
     s.add_argument("--audio", required=True, help="audio file (any format the runtime reads)")
@@ -339,7 +341,10 @@ def add_parser(workloads) -> None:
     s.add_argument("--endpoint-ms", type=int, default=None,
                    help="silence that ends an utterance (default: the model family's)")
     s.add_argument("--streams", type=int, nargs="+", default=[],
-                   help="concurrency test: N sessions stepped together by one scheduler, for each N")
+                   help="concurrency test: N sessions played live for as long as the audio, for each N")
+    s.add_argument("--lanes", type=int, default=None,
+                   help="concurrency test: threads that decode groups of streams, the model loaded with "
+                        "threads / lanes intra-op threads (default: one lane per thread)")
     s.add_argument("--offline", action="store_true",
                    help="also transcribe the audio offline (model.transcribe defaults) and compare the texts")
     s.add_argument("--reference", default=None, help="text file with the reference transcript (for WER)")
@@ -352,8 +357,9 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     from ..profiles import load_profile
     from ..registry import resolve
 
-    if args.threads < 1 or (args.beam_size is not None and args.beam_size < 1) or any(n < 1 for n in args.streams):
-        raise ValueError("--threads, --beam-size and --streams must be >= 1")
+    if args.threads < 1 or (args.beam_size is not None and args.beam_size < 1) or any(n < 1 for n in args.streams) \
+            or (args.lanes is not None and args.lanes < 1):
+        raise ValueError("--threads, --beam-size, --streams and --lanes must be >= 1")
     if args.seconds is not None and args.seconds <= 0:
         raise ValueError("--seconds must be > 0")
     audio = str(Path(args.audio).resolve())
@@ -365,7 +371,7 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     package = resolve(args.model, args.precision or load_profile(args.profile).precision)
     common = {"package": str(package), "profile": args.profile, "threads": args.threads, "audio": audio,
               "seconds": args.seconds, "chunk_ms": args.chunk_ms, "beam_size": args.beam_size,
-              "language": args.language, "endpoint_ms": args.endpoint_ms}
+              "language": args.language, "endpoint_ms": args.endpoint_ms, "lanes": args.lanes}
 
     log("single stream ...")
     one = run_process({"side": "stream:single", **common})
@@ -375,7 +381,7 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
 
     streams = []
     for n in args.streams:
-        log(f"{n} stream(s) through one scheduler ...")
+        log(f"{n} live stream(s), in real time ...")
         r = run_process({"side": "stream:concurrent", "streams": n, **common})
         r.pop("side")
         r["wer_stream0_vs_single"] = wer(one["final_text"], r.pop("stream0_text"))
@@ -434,13 +440,13 @@ def table(r: dict[str, Any]) -> str:
     ]
     if r["streams"]:
         lines.append("")
-        head = f"{'streams':>8}{'rtf':>9}{'chunks/update':>14}{'step ms p95':>12}{'lag p50 s':>10}" \
+        head = f"{'streams':>8}{'lanes':>6}{'busiest lane':>13}{'chunks/update':>14}{'lag p50 s':>10}" \
                f"{'lag p95 s':>10}{'end +s':>8}{'keeps up':>10}{'encode calls/items':>20}{'RSS MB':>8}"
         lines.append(head)
         for s in r["streams"]:
             enc = f"{s['calls'].get('encode', 0)}/{s['items'].get('encode', 0)}"
-            lines.append(f"{s['streams']:>8}{f(s['rtf'], '{:.3f}'):>9}{f(s['chunks_per_update'], '{:.2f}'):>14}"
-                         f"{f(s['step_ms_p95'], '{:.0f}'):>12}{f(s['realtime_lag_median_s'], '{:.2f}'):>10}"
+            lines.append(f"{s['streams']:>8}{s['lanes']:>6}{f(s['rtf'], '{:.3f}'):>13}{f(s['chunks_per_update'], '{:.2f}'):>14}"
+                         f"{f(s['realtime_lag_median_s'], '{:.2f}'):>10}"
                          f"{f(s['realtime_lag_p95_s'], '{:.2f}'):>10}{f(s['end_delay_s'], '{:.2f}'):>8}"
                          f"{str(s['keeps_up']):>10}{enc:>20}{s['peak_rss_mb']:>8.0f}")
         lines.append(f"  most streams kept real time: {r['max_realtime_streams']}")

@@ -7,12 +7,15 @@
     events = session.finish()
 
 Models stay stateless; everything a stream remembers lives in its session. A `StreamScheduler`
-steps many sessions together and batches their encoder and decoder calls.
+steps many sessions together and batches their encoder and decoder calls; a `LiveScheduler`
+takes each stream's audio as it arrives and decodes it on lanes (threads) that do not wait for
+each other.
 """
 
 from .events import EVENT_TYPES, SAMPLE_RATE, StreamEvent, StreamOptions
+from .live import LiveScheduler
 from .scheduler import FINISH, StreamScheduler
 from .session import StreamSession
 
-__all__ = ["EVENT_TYPES", "FINISH", "SAMPLE_RATE", "StreamEvent", "StreamOptions", "StreamScheduler",
+__all__ = ["EVENT_TYPES", "FINISH", "LiveScheduler", "SAMPLE_RATE", "StreamEvent", "StreamOptions", "StreamScheduler",
            "StreamSession"]

@@ -1,5 +1,6 @@
 """Many streams stepped together: their updates run side by side, and the work they ask for is
-grouped by kind, so the encoder and decoder calls of all streams are batched."""
+grouped by kind, so the encoder and decoder calls of all streams are batched. (A `LiveScheduler`
+runs one of these per lane, each on its own thread.)"""
 
 from __future__ import annotations
 
