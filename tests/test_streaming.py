@@ -366,6 +366,28 @@ def test_qwen_reuse_gives_the_same_tokens_as_recomputing(qwen, qwen_640, speech_
     assert [e.tokens for e in again] == [e.tokens for e in qwen_640]   # partials too
 
 
+def test_qwen_streams_on_live_lanes_give_their_events_alone(qwen, speech_with_pause, english):
+    """The incremental Qwen3-ASR sessions keep all their state (caches, finished windows) to
+    themselves: two on two lanes of a one-thread model give exactly their events alone."""
+    from qasr_edge.streaming import LiveScheduler
+
+    model = qasr_edge.load_model(qwen.package.root, threads=1)
+    audios = (speech_with_pause, english[::-1].copy())
+    alone = [run(model.stream(chunk_ms=640, language="en"), a, 10240) for a in audios]
+    sessions = [model.stream(chunk_ms=640, language="en") for _ in audios]
+    got = {id(s): [] for s in sessions}
+    with LiveScheduler(lambda s, events: got[id(s)].extend(events), lanes=2) as live:
+        for i in range(0, max(map(len, audios)), 10240):
+            for s, a in zip(sessions, audios):
+                if i < len(a):
+                    live.feed(s, a[i:i + 10240])
+            live.join()
+        for s in sessions:
+            live.finish(s)
+        live.join()
+    assert [got[id(s)] for s in sessions] == alone and all(finals(a) for a in alone)
+
+
 def test_qwen_reuse_skips_finished_windows_and_cached_prompt(qwen, speech_with_pause):
     counts = {}
     for reuse in (True, False):
