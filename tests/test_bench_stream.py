@@ -22,7 +22,7 @@ KEYS = ("audio_s", "wall_s", "rtf", "load_s", "peak_rss_mb", "first_partial_s", 
         "chunk_compute", "chunk_ms_at_10s", "chunk_ms_at_end", "flatness", "decoding_chunks", "final_text",
         "streams", "max_realtime_streams", "offline_text", "wer_stream_vs_offline", "wer_stream_vs_reference",
         "wer_offline_vs_reference", "machine", "workload")
-STREAM_KEYS = ("streams", "lanes", "lane_busy", "rtf", "chunks_per_update", "realtime_lag_median_s", "end_delay_s", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb")
+STREAM_KEYS = ("streams", "workers", "staggered", "worker_busy", "rtf", "chunks_per_update", "realtime_lag_median_s", "end_delay_s", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb")
 
 
 def final(text: str, start: float, end: float, emitted_at: float) -> StreamEvent:
@@ -96,7 +96,7 @@ def test_bench_stream_command(whisper_base_int8_package, tmp_path, monkeypatch, 
     reference = tmp_path / "reference.txt"
     reference.write_text("Good morning everyone, and thank you for joining the weekly planning meeting.")
     code = main(["bench", "stream", "--model", str(whisper_base_int8_package), "--audio", str(FIXTURES / "long_en.wav"),
-                 "--seconds", "6", "--chunk-ms", "640", "--threads", "2", "--streams", "1", "2", "--offline",
+                 "--seconds", "6", "--chunk-ms", "640", "--threads", "2", "--streams", "1", "2", "--stagger", "--offline",
                  "--reference", str(reference), "--json"])
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
@@ -123,8 +123,8 @@ def test_bench_stream_command(whisper_base_int8_package, tmp_path, monkeypatch, 
             assert key in s, key
         assert s["rtf"] > 0 and math.isfinite(s["realtime_lag_p95_s"]) and s["realtime_lag_p95_s"] >= 0
     assert (one["streams"], two["streams"]) == (1, 2)
-    assert (one["lanes"], two["lanes"]) == (1, 2) and two["threads_per_lane"] == 1   # a lane per thread
-    assert len(two["lane_busy"]) == 2 and two["rtf"] == max(two["lane_busy"])
-    assert one["calls"] == one["items"] and two["calls"] == two["items"]   # a stream per lane: nothing to batch
+    assert (one["workers"], two["workers"]) == (1, 2) and two["threads_per_worker"] == 1   # one per thread
+    assert two["staggered"] is True and len(two["worker_busy"]) == 2 and two["rtf"] == max(two["worker_busy"])
+    assert one["calls"] == one["items"] and two["calls"] == two["items"]   # one stream per update: nothing batched
     assert one["updates"] >= 1 and two["updates"] >= 2 and two["end_delay_s"] >= 0
     assert result["max_realtime_streams"] in (0, 1, 2)

@@ -280,7 +280,7 @@ def one_thread(whisper_base_package, english):
     return model, audios, [run(model.stream(chunk_ms=640), a, 10240) for a in audios]
 
 
-def test_live_scheduler_decodes_on_lanes_as_audio_arrives(one_thread):
+def test_live_scheduler_decodes_on_workers_as_audio_arrives(one_thread):
     """Chunks handed over one round at a time (joined after each) give every stream exactly its
     events alone; audio handed over faster than it is decoded is caught up in fewer updates; a
     bad chunk raises in the caller and the stream goes on."""
@@ -296,7 +296,7 @@ def test_live_scheduler_decodes_on_lanes_as_audio_arrives(one_thread):
         threads.add(threading.current_thread().name)
         got[id(session)] += events
 
-    with LiveScheduler(on_events, lanes=2) as live:
+    with LiveScheduler(on_events, workers=2) as live:
         for i in range(0, max(map(len, audios)), 10240):
             for s, a in zip(sessions, audios):
                 if i < len(a):
@@ -310,7 +310,7 @@ def test_live_scheduler_decodes_on_lanes_as_audio_arrives(one_thread):
         assert [got[id(s)] for s in sessions] == alone
         assert len(threads) == 2 and threading.current_thread().name not in threads
 
-        late = model.stream(chunk_ms=640)   # every chunk at once, faster than the lane decodes them
+        late = model.stream(chunk_ms=640)   # every chunk at once, faster than a worker decodes them
         got[id(late)] = []
         updates = live.counts()[0]
         pieces = range(0, len(audios[0]), 10240)
@@ -322,7 +322,7 @@ def test_live_scheduler_decodes_on_lanes_as_audio_arrives(one_thread):
         with pytest.raises(RuntimeError):
             live.feed(late, audios[0][:100])   # finished
     with pytest.raises(ValueError):
-        LiveScheduler(on_events, lanes=0)
+        LiveScheduler(on_events, workers=0)
 
 
 def test_live_scheduler_raises_a_failing_handler_in_join(one_thread):
@@ -337,7 +337,7 @@ def test_live_scheduler_raises_a_failing_handler_in_join(one_thread):
         live.feed(model.stream(chunk_ms=640), audios[0][:10240])
         with pytest.raises(KeyError):
             live.join()
-        live.join()   # raised once; the lane went on
+        live.join()   # raised once; the worker went on
 
 
 # --- Qwen3-ASR (tiny random checkpoint) ------------------------------------------------------
@@ -366,9 +366,9 @@ def test_qwen_reuse_gives_the_same_tokens_as_recomputing(qwen, qwen_640, speech_
     assert [e.tokens for e in again] == [e.tokens for e in qwen_640]   # partials too
 
 
-def test_qwen_streams_on_live_lanes_give_their_events_alone(qwen, speech_with_pause, english):
+def test_qwen_streams_on_live_workers_give_their_events_alone(qwen, speech_with_pause, english):
     """The incremental Qwen3-ASR sessions keep all their state (caches, finished windows) to
-    themselves: two on two lanes of a one-thread model give exactly their events alone."""
+    themselves: two on two workers of a one-thread model give exactly their events alone."""
     from qasr_edge.streaming import LiveScheduler
 
     model = qasr_edge.load_model(qwen.package.root, threads=1)
@@ -376,7 +376,7 @@ def test_qwen_streams_on_live_lanes_give_their_events_alone(qwen, speech_with_pa
     alone = [run(model.stream(chunk_ms=640, language="en"), a, 10240) for a in audios]
     sessions = [model.stream(chunk_ms=640, language="en") for _ in audios]
     got = {id(s): [] for s in sessions}
-    with LiveScheduler(lambda s, events: got[id(s)].extend(events), lanes=2) as live:
+    with LiveScheduler(lambda s, events: got[id(s)].extend(events), workers=2) as live:
         for i in range(0, max(map(len, audios)), 10240):
             for s, a in zip(sessions, audios):
                 if i < len(a):

@@ -10,7 +10,7 @@ One process per measurement (as in the other workloads: its peak RSS is its own 
 - `concurrent` (one process per N of `--streams`): N live streams on one model, played in real
   time (this side takes as long as the audio), stream i rotated to start at (i * 7.3 s) mod the
   audio's length. Every chunk_ms one chunk of each stream goes to a `LiveScheduler` with
-  `--lanes` lanes (default: one per thread, the model loaded with threads / lanes intra-op
+  `--workers` workers (default: one per thread, the model loaded with threads / workers intra-op
   threads); a stream that fell behind decodes once for several chunks. The lag of a word is the
   wall time at its final minus its end in the audio.
 - `offline` (with `--offline`): `model.transcribe(audio)` with its defaults (beam 5, seek) on the
@@ -235,16 +235,16 @@ def single(spec: dict[str, Any]) -> dict[str, Any]:
 
 def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     """N live streams, played in real time: every chunk_ms of wall time, one chunk of each
-    stream's audio is handed to a `LiveScheduler` with `lanes` lanes (the model loaded with
-    threads / lanes intra-op threads), whose lanes decode what has arrived as they get to it (a
+    stream's audio is handed to a `LiveScheduler` with `workers` threads (the model loaded with
+    threads / workers intra-op threads), which decode what has arrived as they get to it (a
     stream that fell behind decodes once for several chunks). The lag of a word is the wall time
     at which its final was reported minus its end in the audio: what a listener would see. This
     side takes as long as the audio."""
     from ..streaming import LiveScheduler
 
     n = spec["streams"]
-    lanes = min(n, spec.get("lanes") or spec["threads"])
-    model, audio, load_s, _ = _load(spec, threads=max(1, spec["threads"] // lanes))
+    workers = min(n, spec.get("workers") or spec["threads"])
+    model, audio, load_s, _ = _load(spec, threads=max(1, spec["threads"] // workers))
     waves = [rotated(audio, i) for i in range(n)]
     sessions = [model.stream(**_stream_options(spec)) for _ in range(n)]
     index = {id(s): i for i, s in enumerate(sessions)}
@@ -255,6 +255,9 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     texts: list[list[str]] = [[] for _ in range(n)]
     lags: list[float] = []
     failures: list[str] = []
+    # stream i starts offset[i] into the run: with `stagger`, the streams' chunk boundaries are
+    # spread over one chunk, as independent microphones' would be; otherwise they all coincide
+    offset = [i * chunk_s / n if spec.get("stagger") else 0.0 for i in range(n)]
 
     def on_events(session, events) -> None:
         now = time.perf_counter() - start
@@ -265,21 +268,23 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
         for e in events:
             if e.type == "final":
                 texts[i].append(e.text)
-                lags.extend(now - t for _, t in word_ends(e.text, e.start, e.end))
+                lags.extend(now - offset[i] - t for _, t in word_ends(e.text, e.start, e.end))
 
-    live = LiveScheduler(on_events, lanes=lanes)
+    # a microphone delivers a chunk once it is recorded; the end of the audio follows the last one
+    plan = sorted([(offset[i] + min((r + 1) * chunk_s, audio_s), r, i) for i in range(n) for r in range(n_chunks)]
+                  + [(offset[i] + audio_s, n_chunks, i) for i in range(n)])
+    live = LiveScheduler(on_events, workers=workers)
     start = time.perf_counter()   # the clock on_events reads
-    for r in range(n_chunks):
-        arrival = min((r + 1) * chunk_s, audio_s)   # a microphone delivers the chunk once it is recorded
+    for arrival, r, i in plan:
         wait = arrival - (time.perf_counter() - start)
         if wait > 0:
             time.sleep(wait)
-        for session, wave in zip(sessions, waves):
-            live.feed(session, wave[r * chunk:(r + 1) * chunk])
-    for session in sessions:
-        live.finish(session)
+        if r < n_chunks:
+            live.feed(sessions[i], waves[i][r * chunk:(r + 1) * chunk])
+        else:
+            live.finish(sessions[i])
     live.join()
-    end_delay = time.perf_counter() - start - audio_s
+    end_delay = time.perf_counter() - start - max(offset) - audio_s
     live.close()
     if failures:
         raise BenchError("; ".join(failures))
@@ -287,11 +292,11 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     updates, calls, items = live.counts()
     lag_p95 = percentile(lags, 95)
     return {
-        "side": "concurrent", "streams": n, "lanes": lanes, "threads_per_lane": model.profile.threads,
+        "side": "concurrent", "streams": n, "workers": workers, "staggered": bool(spec.get("stagger")), "threads_per_worker": model.profile.threads,
         "audio_s": round(audio_s, 3), "compute_s": round(sum(busy), 3),
-        # the busiest lane's decoding time per second of audio: at 1 or more it cannot keep up
+        # the busiest worker's decoding time per second of audio: at 1 or more it cannot keep up
         "rtf": _r(max(busy) / audio_s if audio_s else None, 4),
-        "lane_busy": [_r(b / audio_s if audio_s else None, 4) for b in busy], "load_s": round(load_s, 3),
+        "worker_busy": [_r(b / audio_s if audio_s else None, 4) for b in busy], "load_s": round(load_s, 3),
         "updates": updates, "chunks_per_update": _r(n * n_chunks / updates if updates else None, 2),
         "realtime_lag_median_s": _r(percentile(lags, 50)), "realtime_lag_p95_s": _r(lag_p95),
         "realtime_lag_max_s": _r(max(lags) if lags else None), "end_delay_s": _r(end_delay),
@@ -342,9 +347,12 @@ def add_parser(workloads) -> None:
                    help="silence that ends an utterance (default: the model family's)")
     s.add_argument("--streams", type=int, nargs="+", default=[],
                    help="concurrency test: N sessions played live for as long as the audio, for each N")
-    s.add_argument("--lanes", type=int, default=None,
-                   help="concurrency test: threads that decode groups of streams, the model loaded with "
-                        "threads / lanes intra-op threads (default: one lane per thread)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="concurrency test: threads that decode the streams, the model loaded with "
+                        "threads / workers intra-op threads (default: one worker per thread)")
+    s.add_argument("--stagger", action="store_true",
+                   help="concurrency test: spread the streams' chunk boundaries over one chunk (independent "
+                        "microphones) instead of handing every stream its chunk at the same instant")
     s.add_argument("--offline", action="store_true",
                    help="also transcribe the audio offline (model.transcribe defaults) and compare the texts")
     s.add_argument("--reference", default=None, help="text file with the reference transcript (for WER)")
@@ -358,8 +366,8 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     from ..registry import resolve
 
     if args.threads < 1 or (args.beam_size is not None and args.beam_size < 1) or any(n < 1 for n in args.streams) \
-            or (args.lanes is not None and args.lanes < 1):
-        raise ValueError("--threads, --beam-size, --streams and --lanes must be >= 1")
+            or (args.workers is not None and args.workers < 1):
+        raise ValueError("--threads, --beam-size, --streams and --workers must be >= 1")
     if args.seconds is not None and args.seconds <= 0:
         raise ValueError("--seconds must be > 0")
     audio = str(Path(args.audio).resolve())
@@ -371,7 +379,8 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     package = resolve(args.model, args.precision or load_profile(args.profile).precision)
     common = {"package": str(package), "profile": args.profile, "threads": args.threads, "audio": audio,
               "seconds": args.seconds, "chunk_ms": args.chunk_ms, "beam_size": args.beam_size,
-              "language": args.language, "endpoint_ms": args.endpoint_ms, "lanes": args.lanes}
+              "language": args.language, "endpoint_ms": args.endpoint_ms, "workers": args.workers,
+              "stagger": args.stagger}
 
     log("single stream ...")
     one = run_process({"side": "stream:single", **common})
@@ -440,12 +449,12 @@ def table(r: dict[str, Any]) -> str:
     ]
     if r["streams"]:
         lines.append("")
-        head = f"{'streams':>8}{'lanes':>6}{'busiest lane':>13}{'chunks/update':>14}{'lag p50 s':>10}" \
+        head = f"{'streams':>8}{'workers':>8}{'busiest':>9}{'chunks/update':>14}{'lag p50 s':>10}" \
                f"{'lag p95 s':>10}{'end +s':>8}{'keeps up':>10}{'encode calls/items':>20}{'RSS MB':>8}"
         lines.append(head)
         for s in r["streams"]:
             enc = f"{s['calls'].get('encode', 0)}/{s['items'].get('encode', 0)}"
-            lines.append(f"{s['streams']:>8}{s['lanes']:>6}{f(s['rtf'], '{:.3f}'):>13}{f(s['chunks_per_update'], '{:.2f}'):>14}"
+            lines.append(f"{s['streams']:>8}{s['workers']:>8}{f(s['rtf'], '{:.3f}'):>9}{f(s['chunks_per_update'], '{:.2f}'):>14}"
                          f"{f(s['realtime_lag_median_s'], '{:.2f}'):>10}"
                          f"{f(s['realtime_lag_p95_s'], '{:.2f}'):>10}{f(s['end_delay_s'], '{:.2f}'):>8}"
                          f"{str(s['keeps_up']):>10}{enc:>20}{s['peak_rss_mb']:>8.0f}")

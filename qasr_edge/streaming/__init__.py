@@ -8,8 +8,8 @@
 
 Models stay stateless; everything a stream remembers lives in its session. A `StreamScheduler`
 steps many sessions together and batches their encoder and decoder calls; a `LiveScheduler`
-takes each stream's audio as it arrives and decodes it on lanes (threads) that do not wait for
-each other.
+takes each stream's audio as it arrives and decodes it on worker threads, each stream as soon as
+a worker is free.
 """
 
 from .events import EVENT_TYPES, SAMPLE_RATE, StreamEvent, StreamOptions

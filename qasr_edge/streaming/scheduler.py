@@ -1,6 +1,6 @@
 """Many streams stepped together: their updates run side by side, and the work they ask for is
 grouped by kind, so the encoder and decoder calls of all streams are batched. (A `LiveScheduler`
-runs one of these per lane, each on its own thread.)"""
+decodes streams as their audio arrives, on worker threads.)"""
 
 from __future__ import annotations
 
