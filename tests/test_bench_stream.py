@@ -22,7 +22,8 @@ KEYS = ("audio_s", "wall_s", "rtf", "load_s", "peak_rss_mb", "first_partial_s", 
         "chunk_compute", "chunk_ms_at_10s", "chunk_ms_at_end", "flatness", "decoding_chunks", "final_text",
         "streams", "max_realtime_streams", "offline_text", "wer_stream_vs_offline", "wer_stream_vs_reference",
         "wer_offline_vs_reference", "machine", "workload")
-STREAM_KEYS = ("streams", "workers", "staggered", "worker_busy", "rtf", "chunks_per_update", "realtime_lag_median_s", "end_delay_s", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb")
+STREAM_KEYS = ("streams", "workers", "staggered", "worker_busy", "rtf", "chunks_per_update", "realtime_lag_median_s",
+               "end_delay_s", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb")
 
 
 def final(text: str, start: float, end: float, emitted_at: float) -> StreamEvent:
@@ -96,8 +97,8 @@ def test_bench_stream_command(whisper_base_int8_package, tmp_path, monkeypatch, 
     reference = tmp_path / "reference.txt"
     reference.write_text("Good morning everyone, and thank you for joining the weekly planning meeting.")
     code = main(["bench", "stream", "--model", str(whisper_base_int8_package), "--audio", str(FIXTURES / "long_en.wav"),
-                 "--seconds", "6", "--chunk-ms", "640", "--threads", "2", "--streams", "1", "2", "--stagger", "--offline",
-                 "--reference", str(reference), "--json"])
+                 "--seconds", "6", "--chunk-ms", "640", "--threads", "2", "--streams", "1", "2", "--stagger",
+                 "--offline", "--reference", str(reference), "--json"])
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     result = json.loads(out.out.strip().splitlines()[-1])

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .harness import BenchError, Stopwatch, machine, peak_rss_mb, process_age_s, run_process
+from .harness import BenchError, Stopwatch, machine, process_age_s, run_process
 
 SAMPLE_RATE = 16000
 ROTATE_S = 7.3          # stream i of a concurrency test starts this much further into the audio
@@ -292,7 +292,8 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     updates, calls, items = live.counts()
     lag_p95 = percentile(lags, 95)
     return {
-        "side": "concurrent", "streams": n, "workers": workers, "staggered": bool(spec.get("stagger")), "threads_per_worker": model.profile.threads,
+        "side": "concurrent", "streams": n, "workers": workers, "threads_per_worker": model.profile.threads,
+        "staggered": bool(spec.get("stagger")),
         "audio_s": round(audio_s, 3), "compute_s": round(sum(busy), 3),
         # the busiest worker's decoding time per second of audio: at 1 or more it cannot keep up
         "rtf": _r(max(busy) / audio_s if audio_s else None, 4),
@@ -454,8 +455,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(head)
         for s in r["streams"]:
             enc = f"{s['calls'].get('encode', 0)}/{s['items'].get('encode', 0)}"
-            lines.append(f"{s['streams']:>8}{s['workers']:>8}{f(s['rtf'], '{:.3f}'):>9}{f(s['chunks_per_update'], '{:.2f}'):>14}"
-                         f"{f(s['realtime_lag_median_s'], '{:.2f}'):>10}"
+            lines.append(f"{s['streams']:>8}{s['workers']:>8}{f(s['rtf'], '{:.3f}'):>9}"
+                         f"{f(s['chunks_per_update'], '{:.2f}'):>14}{f(s['realtime_lag_median_s'], '{:.2f}'):>10}"
                          f"{f(s['realtime_lag_p95_s'], '{:.2f}'):>10}{f(s['end_delay_s'], '{:.2f}'):>8}"
                          f"{str(s['keeps_up']):>10}{enc:>20}{s['peak_rss_mb']:>8.0f}")
         lines.append(f"  most streams kept real time: {r['max_realtime_streams']}")

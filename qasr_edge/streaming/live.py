@@ -48,7 +48,8 @@ class LiveScheduler:
         self._errors: list[Exception] = []     # raised by on_events, for join to raise
         self._busy: list[float] = [0.0] * int(workers)
         self._updates = 0                      # updates with new audio
-        self._counts = StreamScheduler()       # the calls and items of all updates, by kind
+        self._calls: dict[Any, int] = {}       # calls made by all updates, by kind
+        self._items: dict[Any, int] = {}       # ...and the work items they carried
         self._threads = [threading.Thread(target=self._work, args=(i,), name=f"qasr-live-{i}", daemon=True)
                          for i in range(int(workers))]
         for t in self._threads:
@@ -96,7 +97,7 @@ class LiveScheduler:
     def counts(self) -> tuple[int, dict[Any, int], dict[Any, int]]:
         """(updates with new audio, calls by kind, work items by kind) so far."""
         with self._cond:
-            return self._updates, dict(self._counts.calls), dict(self._counts.items)
+            return self._updates, dict(self._calls), dict(self._items)
 
     def _hand_over(self, session: StreamSession, pcm: np.ndarray | None, finish: bool) -> None:
         with self._cond:
@@ -143,9 +144,9 @@ class LiveScheduler:
                 self._running.discard(session)
                 self._updates += bool(pieces)
                 for kind, n in scheduler.calls.items():
-                    self._counts.calls[kind] = self._counts.calls.get(kind, 0) + n
+                    self._calls[kind] = self._calls.get(kind, 0) + n
                 for kind, n in scheduler.items.items():
-                    self._counts.items[kind] = self._counts.items.get(kind, 0) + n
+                    self._items[kind] = self._items.get(kind, 0) + n
                 scheduler.calls.clear()
                 scheduler.items.clear()
                 self._cond.notify_all()
