@@ -13,9 +13,9 @@ import time
 
 import qasr_edge
 from qasr_edge.audio import load_audio
+from qasr_edge.streaming import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
-PIECE = 10240   # 640 ms
+PIECE = int(0.640 * SAMPLE_RATE)   # what a 640 ms chunk holds
 
 
 def main() -> None:
