@@ -26,6 +26,7 @@ class Model:
     def __init__(self, package_dir: str | Path, profile: Profile):
         self.package = read_package(package_dir)
         self.profile = profile
+        profile.configure_process()   # before the sessions allocate their weights
         self.family = load_family(self.package, profile)
         self.last_stats: dict[str, dict[str, float]] = {}   # padding of the last call's batches
 

@@ -5,6 +5,7 @@ Adding a device means adding a file; nothing here branches on device names.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import sys
@@ -53,6 +54,7 @@ class Profile:
     graph_optimization: str = "all"
     cpu_mem_arena: bool = True
     mem_pattern: bool = True
+    malloc_mmap_threshold_kb: int = 0    # glibc: blocks this large and larger are mapped fresh (0: its default)
     config: dict[str, str] = field(default_factory=dict)   # ONNX Runtime session config entries
     precision: str = "fp32"
     max_batch: int = 8
@@ -72,6 +74,8 @@ class Profile:
             raise ProfileError(f"profile {self.name}: max_batch >= 1 and intra_op_threads >= 0 required")
         if not self.max_audio_s > 0:
             raise ProfileError(f"profile {self.name}: batch max_audio_s must be > 0")
+        if self.malloc_mmap_threshold_kb < 0:
+            raise ProfileError(f"profile {self.name}: memory malloc_mmap_threshold_kb must be >= 0")
         if not 1 <= self.stream_beam_size <= 10:
             raise ProfileError(f"profile {self.name}: stream beam_size must be between 1 and 10")
 
@@ -96,6 +100,7 @@ class Profile:
             graph_optimization=session.get("graph_optimization", "all"),
             cpu_mem_arena=bool(session.get("cpu_mem_arena", True)),
             mem_pattern=bool(session.get("mem_pattern", True)),
+            malloc_mmap_threshold_kb=int(data.get("memory", {}).get("malloc_mmap_threshold_kb", 0)),
             config={str(k): str(v) for k, v in session.get("config", {}).items()},
             precision=data.get("model", {}).get("precision", "fp32"),
             max_batch=int(data.get("batch", {}).get("max_batch", 8)),
@@ -125,6 +130,10 @@ class Profile:
         for key, value in self.config.items():
             opts.add_session_config_entry(key, value)
         return opts
+
+    def configure_process(self) -> bool:
+        """Apply the profile's process-wide memory setting; True when it took effect."""
+        return set_malloc_mmap_threshold(self.malloc_mmap_threshold_kb)
 
     def check_cpu(self, flags: set[str] | None = None) -> None:
         """Stop with a message when this CPU lacks a feature the profile is tuned for."""
@@ -165,6 +174,30 @@ class Profile:
             providers=[name for name, _ in providers],
             provider_options=[opts for _, opts in providers],
         )
+
+
+_M_MMAP_THRESHOLD = -3   # mallopt parameter (glibc's malloc.h)
+
+
+def set_malloc_mmap_threshold(kb: int) -> bool:
+    """Have glibc's malloc map blocks of `kb` KiB and more fresh, and unmap them when freed.
+
+    By default glibc raises this threshold to the size of each mapped block it frees (up to 32 MB),
+    so after the first large block every later one comes from the heap, which keeps freed memory
+    it cannot give back. ONNX Runtime's first run of a graph allocates each activation on its own,
+    and for Whisper's encoder that left ~100 MB of freed heap behind; set once, the threshold stays
+    fixed (the dynamic raising ends). Process-wide: of the profiles loaded, the last one that sets
+    it decides. Does nothing for 0, where the C library is not glibc, or where the environment sets
+    MALLOC_MMAP_THRESHOLD_ (the user's choice wins).
+    """
+    if kb <= 0 or "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version   # noqa: B018  glibc only (musl and others lack it)
+    except (OSError, AttributeError):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(kb) * 1024))
 
 
 # Which /proc/cpuinfo line lists the feature flags, by `platform.machine()`.

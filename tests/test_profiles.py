@@ -1,11 +1,13 @@
 """Device profiles are data: every shipped file loads and maps onto ONNX Runtime options."""
 
+import sys
+
 import onnxruntime as ort
 import pytest
 from qasr_edge.package import PRECISIONS
 from qasr_edge.profiles import Profile, ProfileError, cpu_flags, list_profiles, load_profile
 
-SHIPPED = ("cpu", "x86-64-avx2", "x86-64-avx512", "arm64", "jetson-gpu", "mobile")
+SHIPPED = ("cpu", "cpu-lowmem", "x86-64-avx2", "x86-64-avx512", "arm64", "jetson-gpu", "mobile")
 
 
 def test_every_shipped_profile_loads_with_valid_settings():
@@ -58,3 +60,48 @@ def test_provider_option_paths_expand_home(tmp_path):
                     '[session.provider_options.CPUExecutionProvider]\ncache = "~/x"\n')
     (name, options), = load_profile(str(path)).resolved_providers()
     assert name == "CPUExecutionProvider" and not options["cache"].startswith("~")
+
+
+# In a fresh process: apply a profile's [memory] table, then free an 8 MB block that sits below a
+# live allocation. glibc's default (its threshold raised by a first mapped 8 MB block) keeps it in
+# the heap; with the profile's threshold it is unmapped and RSS drops by its size.
+_RETURNED = """
+import sys, numpy as np
+from qasr_edge.profiles import load_profile
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+took = load_profile(sys.argv[1]).configure_process()
+first = np.ones(2 << 20, np.float32); del first
+block = np.ones(2 << 20, np.float32); pin = np.ones(1000)
+before = rss(); del block
+print(took, before - rss())
+"""
+
+
+def _returned_mb(tmp_path, profile_text: str, env: dict[str, str] | None = None) -> tuple[bool, int]:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "p.toml"
+    path.write_text(profile_text)
+    out = subprocess.run([sys.executable, "-c", _RETURNED, str(path)], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}).stdout.split()
+    return out[0] == "True", int(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux)")
+def test_memory_table_sets_glibcs_mmap_threshold(tmp_path):
+    assert load_profile("cpu").malloc_mmap_threshold_kb == 0          # speed first
+    assert load_profile("cpu-lowmem").malloc_mmap_threshold_kb == 2048  # memory first
+    assert Profile(name="t").malloc_mmap_threshold_kb == 0
+    with pytest.raises(ProfileError, match="malloc_mmap_threshold_kb"):
+        Profile(name="t", malloc_mmap_threshold_kb=-1)
+    took, returned = _returned_mb(tmp_path, "[memory]\nmalloc_mmap_threshold_kb = 1024\n")
+    assert took and returned >= 7
+    took, returned = _returned_mb(tmp_path, "[memory]\nmalloc_mmap_threshold_kb = 0\n")
+    assert not took and returned <= 1
+    # the environment's setting wins over the profile's: glibc reads it at start, we leave it alone
+    took, _ = _returned_mb(tmp_path, "[memory]\nmalloc_mmap_threshold_kb = 1024\n",
+                           {"MALLOC_MMAP_THRESHOLD_": str(16 << 20)})
+    assert not took
