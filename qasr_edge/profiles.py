@@ -240,16 +240,40 @@ def load_profile(name_or_path: str | Path | Profile | None = None) -> Profile:
     if isinstance(name_or_path, Profile):
         return name_or_path
     name_or_path = name_or_path or os.environ.get("QASR_EDGE_PROFILE") or DEFAULT_PROFILE
+    path, data = _profile_data(name_or_path)
+    return Profile.from_dict(data, path=path)
+
+
+def _profile_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
-    if path.suffix != ".toml" or not path.is_file():
-        profiles = list_profiles()
-        if str(name_or_path) not in profiles:
-            raise ProfileError(
-                f"unknown profile '{name_or_path}' (available: {', '.join(profiles) or 'none'})"
-            )
-        path = profiles[str(name_or_path)]
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    profiles = list_profiles()
+    if str(name_or_path) not in profiles:
+        raise ProfileError(f"unknown profile '{name_or_path}' (available: {', '.join(profiles) or 'none'})")
+    return profiles[str(name_or_path)]
+
+
+def _profile_data(name_or_path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
+    """A profile file's tables; `extends = "NAME"` starts from that profile's and overrides them key
+    by key (a table's keys one by one, so a profile states only what differs)."""
+    path = _profile_path(name_or_path)
+    if path.resolve() in seen:
+        raise ProfileError(f"{path}: profiles extend each other in a loop")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ProfileError(f"{path}: unreadable profile ({exc})") from None
-    return Profile.from_dict(data, path=path)
+    base = data.pop("extends", None)
+    if base is None:
+        return path, data
+    _, merged = _profile_data(base, (*seen, path.resolve()))
+    merged.pop("name", None)
+    return path, _merge(merged, data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -1,6 +1,7 @@
 """Device profiles are data: every shipped file loads and maps onto ONNX Runtime options."""
 
 import sys
+from dataclasses import replace
 
 import onnxruntime as ort
 import pytest
@@ -105,3 +106,19 @@ def test_memory_table_sets_glibcs_mmap_threshold(tmp_path):
     took, _ = _returned_mb(tmp_path, "[memory]\nmalloc_mmap_threshold_kb = 1024\n",
                            {"MALLOC_MMAP_THRESHOLD_": str(16 << 20)})
     assert not took
+
+
+def test_a_profile_extends_another_key_by_key(tmp_path):
+    cpu, low = load_profile("cpu"), load_profile("cpu-lowmem")
+    assert low.name == "cpu-lowmem" and low.malloc_mmap_threshold_kb == 2048
+    assert replace(low, name="cpu", description=cpu.description, malloc_mmap_threshold_kb=0, path=cpu.path) == cpu
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "cpu"\n[session]\nintra_op_threads = 3\n[stream]\nbeam_size = 2\n')
+    prof = load_profile(str(child))
+    assert prof.name == "child" and prof.intra_op_threads == 3 and prof.stream_beam_size == 2
+    assert prof.graph_optimization == cpu.graph_optimization and prof.config == cpu.config   # kept from cpu
+    assert prof.chunk_ms == cpu.chunk_ms and prof.max_batch == cpu.max_batch
+    loop = tmp_path / "loop.toml"
+    loop.write_text(f'extends = "{loop}"\n')
+    with pytest.raises(ProfileError, match="loop"):
+        load_profile(str(loop))
