@@ -1,5 +1,7 @@
 """Device profiles are data: every shipped file loads and maps onto ONNX Runtime options."""
 
+import os
+import subprocess
 import sys
 from dataclasses import replace
 
@@ -80,10 +82,6 @@ print(took, before - rss())
 
 
 def _returned_mb(tmp_path, profile_text: str, env: dict[str, str] | None = None) -> tuple[bool, int]:
-    import os
-    import subprocess
-    import sys
-
     path = tmp_path / "p.toml"
     path.write_text(profile_text)
     out = subprocess.run([sys.executable, "-c", _RETURNED, str(path)], capture_output=True, text=True, check=True,
