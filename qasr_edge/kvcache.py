@@ -38,8 +38,8 @@ def keeps_all(indices: np.ndarray, n: int) -> bool:
 class KVCache:
     """Per-layer key and value buffers shared by a decoder graph's `past_*` inputs and `present_*` outputs.
 
-    Buffers are allocated zeroed (untouched pages cost no memory), so the capacity can cover the
-    whole generation up front.
+    Buffers are allocated zeroed (untouched pages cost no memory, unless numpy asks for huge pages:
+    a profile's [memory] numpy_hugepages), so the capacity can cover the whole generation up front.
     """
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int, rows: int, capacity: int,

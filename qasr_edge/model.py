@@ -58,7 +58,10 @@ class Model:
             span, first = upto - done, done
             report = progress if progress is None or span == len(inputs) else \
                 (lambda f: progress((first + f * span) / len(inputs)))
-            for (i, _), t in zip(group, self.family.transcribe([w for _, w in group], opts, progress=report)):
+            # the samples are handed over to the family, which may let go of them as it goes
+            order, waves = [i for i, _ in group], [w for _, w in group]
+            group = []
+            for i, t in zip(order, self.family.transcribe(waves, opts, progress=report)):
                 if isinstance(inputs[i], (str, os.PathLike)):
                     t.audio = str(inputs[i])
                 results[i] = t
@@ -77,6 +80,7 @@ class Model:
                 run(i)
             group.append((i, wave))
             held += len(wave)
+            del wave   # the group's reference is the one the family is handed
         if group:
             run(len(inputs))
         if done:   # some input was transcribed

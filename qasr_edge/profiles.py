@@ -55,6 +55,7 @@ class Profile:
     cpu_mem_arena: bool = True
     mem_pattern: bool = True
     malloc_mmap_threshold_kb: int = 0    # glibc: blocks this large and larger are mapped fresh (0: its default)
+    numpy_hugepages: bool = True         # numpy asks for transparent huge pages for large arrays
     config: dict[str, str] = field(default_factory=dict)   # ONNX Runtime session config entries
     precision: str = "fp32"
     max_batch: int = 8
@@ -101,6 +102,7 @@ class Profile:
             cpu_mem_arena=bool(session.get("cpu_mem_arena", True)),
             mem_pattern=bool(session.get("mem_pattern", True)),
             malloc_mmap_threshold_kb=int(data.get("memory", {}).get("malloc_mmap_threshold_kb", 0)),
+            numpy_hugepages=bool(data.get("memory", {}).get("numpy_hugepages", True)),
             config={str(k): str(v) for k, v in session.get("config", {}).items()},
             precision=data.get("model", {}).get("precision", "fp32"),
             max_batch=int(data.get("batch", {}).get("max_batch", 8)),
@@ -131,9 +133,10 @@ class Profile:
             opts.add_session_config_entry(key, value)
         return opts
 
-    def configure_process(self) -> bool:
-        """Apply the profile's process-wide memory setting; True when it took effect."""
-        return set_malloc_mmap_threshold(self.malloc_mmap_threshold_kb)
+    def configure_process(self) -> dict[str, bool]:
+        """Apply the profile's process-wide memory settings; says which took effect."""
+        return {"malloc_mmap_threshold": set_malloc_mmap_threshold(self.malloc_mmap_threshold_kb),
+                "numpy_hugepages": set_numpy_hugepages(self.numpy_hugepages)}
 
     def check_cpu(self, flags: set[str] | None = None) -> None:
         """Stop with a message when this CPU lacks a feature the profile is tuned for."""
@@ -198,6 +201,26 @@ def set_malloc_mmap_threshold(kb: int) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(kb) * 1024))
+
+
+def set_numpy_hugepages(enabled: bool) -> bool:
+    """Whether numpy asks the kernel for transparent huge pages (`madvise(MADV_HUGEPAGE)`) for the
+    arrays it allocates from now on; numpy's default is to ask, for arrays of 4 MB and more.
+
+    With huge pages, touching one byte of an array makes 2 MB of it resident: arrays that are
+    allocated zeroed and filled as they go (a key-value cache with room for the whole text context)
+    cost their whole size instead of what is written. Does nothing when
+    asked for numpy's default, or where the environment sets NUMPY_MADVISE_HUGEPAGE (the user's
+    choice wins). Process-wide, like glibc's threshold.
+    """
+    if enabled or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return False
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:   # numpy 1.x
+        from numpy.core.multiarray import _set_madvise_hugepage
+    _set_madvise_hugepage(False)
+    return True
 
 
 # Which /proc/cpuinfo line lists the feature flags, by `platform.machine()`.

@@ -6,6 +6,8 @@ cut long audio at silences, and frame by frame in streams (`VadStream`).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .package import ModelPackage
@@ -18,7 +20,19 @@ class SpeechDetector:
         self.frame = int(info["frame_samples"])        # 512 samples = 32 ms at 16 kHz
         self.context = int(info["context_samples"])    # the model also sees the 64 samples before
         self.sample_rate = int(info["sample_rate"])
-        self.session = profile.with_threads(1).create_session(package.root / info["file"])
+        self._path, self._profile = package.root / info["file"], profile.with_threads(1)
+        self._session = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        """The ONNX Runtime session, created on first use: offline Whisper only asks the detector
+        about windows it suspects are silent, which most files never have (6-16 MB not held)."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._profile.create_session(self._path)
+        return self._session
 
     @classmethod
     def from_package(cls, package: ModelPackage, profile: Profile) -> "SpeechDetector | None":

@@ -73,7 +73,7 @@ import sys, numpy as np
 from qasr_edge.profiles import load_profile
 def rss():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
-took = load_profile(sys.argv[1]).configure_process()
+took = load_profile(sys.argv[1]).configure_process()["malloc_mmap_threshold"]
 first = np.ones(2 << 20, np.float32); del first
 block = np.ones(2 << 20, np.float32); pin = np.ones(1000)
 before = rss(); del block
@@ -106,10 +106,50 @@ def test_memory_table_sets_glibcs_mmap_threshold(tmp_path):
     assert not took
 
 
+# In a fresh process: apply a profile's [memory] table, then write one byte every 2 MB of a zeroed
+# 64 MB array. Without huge pages that makes 32 pages resident; with numpy's default, where the
+# kernel grants huge pages on request (transparent_hugepage "madvise" or "always"), up to 2 MB each.
+_SPARSE = """
+import sys, numpy as np
+from qasr_edge.profiles import load_profile
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+took = load_profile(sys.argv[1]).configure_process()["numpy_hugepages"]
+before = rss()
+table = np.zeros(64 << 20, np.uint8)
+table[::2 << 20] = 1
+print(took, rss() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="resident memory read from /proc (Linux)")
+def test_memory_table_can_keep_numpy_from_asking_for_huge_pages(tmp_path):
+    assert load_profile("cpu").numpy_hugepages and not load_profile("cpu-lowmem").numpy_hugepages
+
+    def sparse_mb(text: str, env: dict[str, str] | None = None) -> tuple[bool, int]:
+        path = tmp_path / "p.toml"
+        path.write_text(text)
+        clean = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+        out = subprocess.run([sys.executable, "-c", _SPARSE, str(path)], capture_output=True, text=True, check=True,
+                             env={**clean, **(env or {})}).stdout.split()
+        return out[0] == "True", int(out[1])
+
+    took, off = sparse_mb("[memory]\nnumpy_hugepages = false\n")
+    assert took and off <= 4
+    # numpy's default is left alone (how much it then makes resident depends on the kernel's
+    # transparent_hugepage setting and on whether huge pages are free: up to the whole 64 MB)
+    took, _ = sparse_mb("[memory]\nnumpy_hugepages = true\n")
+    assert not took
+    # the environment's setting wins over the profile's
+    took, _ = sparse_mb("[memory]\nnumpy_hugepages = false\n", {"NUMPY_MADVISE_HUGEPAGE": "1"})
+    assert not took
+
+
 def test_a_profile_extends_another_key_by_key(tmp_path):
     cpu, low = load_profile("cpu"), load_profile("cpu-lowmem")
     assert low.name == "cpu-lowmem" and low.malloc_mmap_threshold_kb == 2048
-    assert replace(low, name="cpu", description=cpu.description, malloc_mmap_threshold_kb=0, path=cpu.path) == cpu
+    assert replace(low, name="cpu", description=cpu.description, malloc_mmap_threshold_kb=0, numpy_hugepages=True,
+                   path=cpu.path) == cpu
     child = tmp_path / "child.toml"
     child.write_text('extends = "cpu"\n[session]\nintra_op_threads = 3\n[stream]\nbeam_size = 2\n')
     prof = load_profile(str(child))

@@ -71,6 +71,7 @@ class Graphs:
         self.package = read_package(package)
         self.encoder = session(self.package.graph("encoder"))
         self.decoder = session(self.package.graph("decoder"))
+        self.table = np.load(self.package.root / self.package.manifest["embeddings"])   # looked up by the runtime
         dims = self.package.dims
         self.cache = (dims["n_text_layer"], 2, dims["n_text_head"], dims["n_text_state"] // dims["n_text_head"])
 
@@ -90,7 +91,7 @@ class Graphs:
         tokens = np.asarray(tokens, np.int64)
         lengths = np.asarray(lengths)
         first = past.shape[4] == 0
-        feeds = {"tokens": tokens, "positions": np.asarray(positions, np.int64),
+        feeds = {"token_embeds": self.table[tokens].astype(np.float32), "positions": np.asarray(positions, np.int64),
                  "seqlens_k": (lengths - 1).astype(np.int32),
                  "total_sequence_length": np.array(tokens.shape[1] if first else lengths.max(), np.int32),
                  "logit_index": np.asarray(logit_index, np.int64)}
@@ -278,7 +279,10 @@ def test_package_manifest_and_graph_io(whisper_base_package, whisper_base_ct2):
     assert s["suppress_ids"] == config["suppress_ids"] and s["suppress_ids_begin"] == [220, 50257]
     assert s["alignment_heads"] == config["alignment_heads"]
     assert set(m["files"]) == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json",
-                              "vad.onnx"}   # weights apart: ONNX Runtime maps them (export.weights_apart)
+                              "vad.onnx", "embed_tokens.npy"}   # weights apart: ONNX Runtime maps them (export.weights_apart)
+    # the token embedding, outside the decoder: float16 as in the checkpoint (exactly)
+    table = np.load(whisper_base_package / m["embeddings"])
+    assert m["embeddings"] == "embed_tokens.npy" and table.dtype == np.float16 and table.shape == (51865, 512)
     assert (whisper_base_package / "tokenizer.json").read_bytes() == (whisper_base_ct2 / "tokenizer.json").read_bytes()
 
     assert io_shapes(package.graph("encoder")) == {"mel": ["batch", 80, "frames"],
@@ -286,7 +290,7 @@ def test_package_manifest_and_graph_io(whisper_base_package, whisper_base_ct2):
     decoder = io_shapes(package.graph("decoder"))
     past, cross, present = (cache_names(p, 6) for p in ("past", "cross", "present"))
     assert list(decoder) == DECODER_INPUTS + past + cross + DECODER_OUTPUTS + present
-    assert decoder["tokens"] == decoder["positions"] == ["batch", "seq"]
+    assert decoder["token_embeds"] == ["batch", "seq", 512] and decoder["positions"] == ["batch", "seq"]
     assert decoder["seqlens_k"] == ["batch"] and decoder["total_sequence_length"] == []
     assert all(decoder[n] == ["batch", 8, "capacity", 64] for n in past + present)
     assert all(decoder[n] == ["groups", 8, "audio_ctx", 64] for n in cross)
@@ -527,7 +531,8 @@ def test_large_graphs_keep_weights_in_one_data_file(tiny_hf, tmp_path, monkeypat
     for precision in ("fp32", "int8", "int4", "fp16"):
         package = export(folder, tmp_path / precision, precision=precision)
         files = set(read_package(package, verify=True).manifest["files"])
-        assert files == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json", "vad.onnx"}
+        assert files == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx", "decoder.onnx.data", "tokenizer.json", "vad.onnx",
+                         "embed_tokens.npy"}
         assert all(p.stat().st_mode & 0o044 == 0o044 for p in package.iterdir()), precision   # readable by all
         mel = np.random.default_rng(1).uniform(-1, 1, (1, 80, 3000)).astype(np.float32)
         _, ref_kv = hf_cross_kv(model, mel)

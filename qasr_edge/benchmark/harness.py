@@ -72,7 +72,7 @@ class Stopwatch:
 class _WatchedBinding:
     """An IO binding that remembers the shape [rows, seq] of the new tokens it was given."""
 
-    TOKEN_INPUTS = ("tokens", "inputs_embeds")
+    TOKEN_INPUTS = ("tokens", "token_embeds", "inputs_embeds")
 
     def __init__(self, binding):
         self.binding, self.shape = binding, (0, 1)

@@ -170,6 +170,17 @@ def save_onnx(model: Any, path: str | Path) -> None:
                         location=path.name + ".data", size_threshold=1024)
 
 
+def save_embeddings(path: str | Path, table: Any) -> None:
+    """Write a token embedding table [vocab, dim] as .npy: float16 where that holds every value
+    exactly (float16 checkpoints, such as the CTranslate2 Whisper models: half the bytes, the same
+    numbers), float32 otherwise."""
+    import numpy as np
+
+    table = np.asarray(table, dtype=np.float32)
+    half = table.astype(np.float16)
+    np.save(Path(path), half if np.array_equal(half.astype(np.float32), table) else table)
+
+
 def weights_apart(path: str | Path) -> None:
     """Store a graph's weights in one `<name>.data` file beside it (if they are not already): ONNX
     Runtime then maps that file instead of copying the weights out of the protobuf, and lets go of

@@ -1,9 +1,8 @@
 """Small, family-agnostic rewrites of ONNX graphs that the quantizers need.
 
 - `gemm_heads_to_matmul`: Gemm(transB=1) over a constant weight (how both families export the output
-  head, sharing the token embedding) becomes MatMul over a transposed copy, which ONNX Runtime's
+  head) becomes MatMul over a transposed copy, which ONNX Runtime's
   weight-only and static quantizers understand (they only take MatMul);
-- `gather_tables_to_fp16`: large float32 Gather tables (token embeddings) stored as float16;
 - `producer_of`: the MatMul/Gemm that computes a graph output (the output head of `logits`);
 - `matching_nodes`: node names selected by name patterns (re.search);
 - `infer_shapes_keeping_weights`: shape inference that never copies the weights.
@@ -100,40 +99,6 @@ def gemm_heads_to_matmul(model: Any) -> dict[str, str]:
                 graph.initializer.remove(inits.pop(used))
         renamed[node.name] = name
     return renamed
-
-
-def gather_tables_to_fp16(model: Any, min_elements: int = 1 << 20) -> int:
-    """Store large float32 Gather tables (token embeddings) as float16, with a Cast after the Gather.
-
-    Only tables read by nothing but Gather nodes are converted. Returns how many were.
-    """
-    require("onnx")
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = model.graph
-    inits = initializers(model)
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    converted = 0
-    for name, init in inits.items():
-        users = consumers.get(name, [])
-        if (init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements or not users
-                or any(n.op_type != "Gather" or list(n.input).index(name) != 0 for n in users)):
-            continue
-        table = numpy_helper.to_array(init).astype(np.float16)
-        graph.initializer.remove(init)
-        graph.initializer.append(numpy_helper.from_array(table, name))
-        for node in users:
-            out = node.output[0]
-            node.output[0] = out + "_fp16"
-            index = list(graph.node).index(node)
-            graph.node.insert(index + 1, helper.make_node("Cast", [out + "_fp16"], [out], to=TensorProto.FLOAT,
-                                                          name=(node.name or name) + "_to_fp32"))
-        converted += 1
-    return converted
 
 
 def infer_shapes_keeping_weights(model: Any) -> Any:

@@ -12,8 +12,8 @@ quantized as in `--precision int8` (`quantize_dynamic`: int8 per channel, Dynami
 while every other MatMul gets 4-bit blocks. Measured on whisper-base (one decoder step, 2 threads):
 MatMulNBits with 8 bits has no fast CPU kernel (the head took 17.8 ms against 4.2 ms for the
 dynamic int8 head, 0.6 ms for a 4-bit head); a 4-bit head costs top-1 agreement (0.865 against
-0.882 for an 8-bit head, symmetric blocks of 32). Large Gather tables (the token embedding) are
-stored as float16. Measurements: BENCHMARKS.md, "Quantization: size and accuracy cost".
+0.882 for an 8-bit head, symmetric blocks of 32). Measurements: BENCHMARKS.md, "Quantization: size
+and accuracy cost".
 
 MatMulNBits repacks its blocks into the CPU kernel's layout when the session prepacks weights; with
 `session.disable_prepacking = 1` (the `mobile` profile) it repacks on every call and int4 transcribes
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import require
-from .graph_edits import gather_tables_to_fp16, gemm_heads_to_matmul, producer_of, weight_nodes
+from .graph_edits import gemm_heads_to_matmul, producer_of, weight_nodes
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)   # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
@@ -40,7 +40,6 @@ class Int4Settings:
     symmetric: bool = False    # False: a zero point per block (measured better on whisper-base)
     accuracy_level: int = 4    # int8 activations in the CPU kernel
     head: str = "int8"         # the output head (producer of `logits`): "int8" (dynamic) or "int4"
-    embedding: str = "fp16"    # large Gather tables: "fp16" or "fp32"
     # the graphs other than the autoregressive decoder (the encoder, run once per window and
     # compute-bound): "int8" (dynamic, as --precision int8), "int4" or "fp32"
     other_graphs: str = "int8"
@@ -54,8 +53,6 @@ class Int4Settings:
                              "3 (bf16) or 4 (int8)")
         if self.head not in ("int8", "int4"):
             raise ValueError(f"head {self.head!r}: choose int8 or int4")
-        if self.embedding not in ("fp16", "fp32"):
-            raise ValueError(f"embedding {self.embedding!r}: choose fp16 or fp32")
         if self.other_graphs not in ("int8", "int4", "fp32"):
             raise ValueError(f"other_graphs {self.other_graphs!r}: choose int8, int4 or fp32")
 
@@ -109,10 +106,9 @@ def quantize_int4(src: str | Path, dst: str | Path, settings: Int4Settings, logi
             dynamic_int8(staged, out, per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_quantize=[head],
                          use_external_data_format=staged.with_name(staged.name + ".data").exists())
             model = onnx.load(str(out))
-    fp16_tables = gather_tables_to_fp16(model) if settings.embedding == "fp16" else 0
     save_onnx(model, dst)
     ops = [n.op_type for n in model.graph.node]
     return {**settings.manifest(), "gemm_rewritten": sorted(converted), "head_node": head,
             "excluded_nodes": sorted(set(exclude)), "matmul_nbits_nodes": ops.count("MatMulNBits"),
             "dynamic_int8_nodes": ops.count("DynamicQuantizeMatMul") + ops.count("MatMulInteger"),
-            "float_matmul_nodes": ops.count("MatMul"), "fp16_gather_tables": fp16_tables}
+            "float_matmul_nodes": ops.count("MatMul")}

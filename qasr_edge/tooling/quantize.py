@@ -12,8 +12,10 @@ what was done (docs/model-package.md).
 
 `--precision int8` is ONNX Runtime dynamic quantization (`quantize_dynamic`): MatMul weights int8
 (symmetric, per output channel), activations uint8 quantized on the fly per tensor. Conv stays
-float (two small convolutions). The output head, a Gemm sharing the token embedding in the fp32
-graph, is rewritten by ONNX Runtime into a MatMul over a transposed copy and quantized too.
+float (two small convolutions). The output head, a Gemm in the fp32 graph, is rewritten by ONNX
+Runtime into a MatMul over a transposed copy and quantized too. The token embedding is not in the
+decoder graph (the runtime looks tokens up in the package's `embeddings` file), so it keeps the
+checkpoint's precision.
 
 Defaults measured on whisper-base (8 fixture clips + 2 windows of long_en.wav, 331 greedy tokens,
 top-1 agreement of teacher-forced int8 logits with fp32):
@@ -23,10 +25,9 @@ top-1 agreement of teacher-forced int8 logits with fp32):
     fc2 + encoder layer 0 in float, per channel    0.976  (greedy transcripts identical 8/11; default)
     same, per tensor                               0.943
     same, reduce_range                             0.964
-    same, token embedding Gather quantized too     0.967  (uint8 per tensor; decoder 175 MB -> 95 MB)
+    same, token embedding Gather quantized too     0.967  (uint8 per tensor; when the table was in the graph)
 
-The token embedding (Gather) keeps float precision but is stored as float16 by default: lossless
-for the float16 CTranslate2 whisper-base and half the size of float32. The default package:
+The default package (then with the table in the graph as float16, as the package's file is now):
 0.966 (229/237 tokens; English 122/123) on the test's clip set, 179 MB against 293 MB in fp32,
 and, side by side on 2 x86 cores (AVX-512 VNNI), 0.77x the fp32 encoder time and 0.80x the fp32
 decoder step time (batch 1, 40 cached tokens). Per-channel scales cost no measurable speed.
@@ -54,7 +55,7 @@ from typing import Any
 from . import require
 from .calibration import capture, check_audio_files
 from .fp16 import convert_fp16
-from .graph_edits import gather_tables_to_fp16, matching_nodes, weight_nodes
+from .graph_edits import matching_nodes, weight_nodes
 from .int4 import Int4Settings, quantize_int4
 from .static import StaticSettings, quantize_int8_static
 
@@ -65,9 +66,6 @@ _EXTERNAL_DATA_BYTES = 1_800_000_000
 class Int8Settings:
     per_channel: bool = True          # per output column scales for MatMul weights
     reduce_range: bool = False        # 7-bit weights, for CPUs without VNNI (u8s8 overflow)
-    # the token embedding table (Gather): "fp16" (lossless for float16 checkpoints), "fp32", or
-    # "int8" (ONNX Runtime's per-tensor uint8 Gather quantization)
-    embedding: str = "fp16"
     # node-name patterns (re.search) left in float besides the family's `outliers`
     exclude: tuple[str, ...] = ()
     # the family's outlier MatMuls: "8bit-blocks" (MatMulNBits, 8-bit weights in blocks of 32 rows,
@@ -80,11 +78,9 @@ class Int8Settings:
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}}
 
     def op_types(self) -> list[str]:
-        return ["MatMul", "Gather"] if self.embedding == "int8" else ["MatMul"]
+        return ["MatMul"]
 
     def __post_init__(self):
-        if self.embedding not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"embedding={self.embedding!r}: choose fp32, fp16 or int8")
         if self.outliers not in ("8bit-blocks", "float"):
             raise ValueError(f"outliers={self.outliers!r}: choose 8bit-blocks or float")
 
@@ -107,18 +103,14 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
     # the output head (a Gemm sharing the embedding in the fp32 graph) is quantized as a MatMul.
     dynamic_int8(src, dst, per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                  op_types_to_quantize=settings.op_types(), nodes_to_exclude=excluded, use_external_data_format=large)
-    if settings.embedding == "fp16" or blocks:
+    if blocks:
         from .export import save_onnx
         from .int4 import nbits_only
 
-        model = onnx.load(str(dst))
-        changed = settings.embedding == "fp16" and gather_tables_to_fp16(model)
-        if blocks:
-            model = nbits_only(model, 8, blocks)
-        if changed or blocks:
-            for stale in dst.parent.glob(dst.name + "*"):
-                stale.unlink()
-            save_onnx(model, dst)
+        model = nbits_only(onnx.load(str(dst)), 8, blocks)
+        for stale in dst.parent.glob(dst.name + "*"):
+            stale.unlink()
+        save_onnx(model, dst)
     return {**settings.manifest(), "excluded_patterns": list(patterns), "excluded_nodes": sorted(excluded),
             "8bit_block_nodes": blocks}
 

@@ -5,7 +5,7 @@ Package files (docs/model-package.md, "Qwen3-ASR family"):
     encoder.onnx        mel [rows, chunks, n_mels, chunk_frames], token_lengths [rows] -> audio_embeds
     decoder.onnx        inputs_embeds, seqlens_k, total_sequence_length, logit_index, past_k{i}, past_v{i}
                         -> logits, present_k{i}, present_v{i} (in-place cache buffers, attention.py)
-    embed_tokens.npy    the token embedding table [vocab, hidden] (float32, memory-mapped at run time)
+    embed_tokens.npy    the token embedding table [vocab, hidden] (float32, read a row at a time at run time)
     tokenizer.json
 
 The chat template is rendered here, once, with a marker in place of the context, so the runtime

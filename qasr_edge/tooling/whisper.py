@@ -4,9 +4,11 @@ Graphs (docs/model-package.md):
 
     encoder.onnx   mel [batch, n_mels, frames] -> cross_kv [n_text_layer, 2, batch, n_text_head, frames / 2, head_dim]
                (frames: 3000 for Whisper's 30 s window, or fewer: see dims.variable_audio_ctx)
-    decoder.onnx   tokens, positions, seqlens_k, total_sequence_length, logit_index, past_{k,v}{i},
+    decoder.onnx   token_embeds, positions, seqlens_k, total_sequence_length, logit_index, past_{k,v}{i},
                    cross_{k,v}{i} -> logits, present_{k,v}{i}
                    (self-attention caches are in-place buffers, one per layer: attention.py)
+    embed_tokens.npy   the token embedding [vocab, d_model]: the runtime looks tokens up itself
+                   (qasr_edge/embedding.py), as for Qwen3-ASR
 
 The torch modules below are thin wrappers that call the Hugging Face submodules (linears, layer
 norms, activation, embeddings) in Hugging Face's order, so the numerics are those of
@@ -29,7 +31,8 @@ OPSET = 17
 
 ENCODER_INPUTS, ENCODER_OUTPUTS = ["mel"], ["cross_kv"]
 # then past_k{i}, past_v{i} (in-place self-attention buffers, attention.py) and cross_k{i}, cross_v{i}
-DECODER_INPUTS = ["tokens", "positions", "seqlens_k", "total_sequence_length", "logit_index"]
+DECODER_INPUTS = ["token_embeds", "positions", "seqlens_k", "total_sequence_length", "logit_index"]
+EMBED_FILE = "embed_tokens.npy"
 DECODER_OUTPUTS = ["logits"]                                          # then present_k{i}, present_v{i}
 
 # Special tokens: manifest key -> token spellings, first present wins
@@ -309,7 +312,7 @@ def _modules():
             super().__init__()
             dec = hf.model.decoder
             heads = hf.config.decoder_attention_heads
-            self.embed_tokens, self.embed_positions = dec.embed_tokens, dec.embed_positions
+            self.embed_positions = dec.embed_positions
             self.layers = nn.ModuleList(CachedDecoderLayer(layer, heads) for layer in dec.layers)
             self.layer_norm = dec.layer_norm
             tied = hf.proj_out.weight is dec.embed_tokens.weight
@@ -318,10 +321,11 @@ def _modules():
             # shares the embedding matrix instead of storing a transposed copy for a MatMul
             self.head_bias = nn.Parameter(torch.zeros(self.head.shape[0]))
 
-        def forward(self, tokens, positions, seqlens_k, total_sequence_length, logit_index, *caches):
+        def forward(self, token_embeds, positions, seqlens_k, total_sequence_length, logit_index, *caches):
             n = len(self.layers)
             past, cross = caches[:2 * n], caches[2 * n:]
-            hidden = self.embed_tokens(tokens) + self.embed_positions(tokens, position_ids=positions)
+            # the token embedding is looked up outside the graph (embed_tokens.npy)
+            hidden = token_embeds + self.embed_positions(positions, position_ids=positions)
             presents = []
             for i, layer in enumerate(self.layers):
                 hidden, k, v = layer(hidden, seqlens_k, total_sequence_length, past[2 * i], past[2 * i + 1],
@@ -345,7 +349,7 @@ def _example_inputs(config: Any, batch: int = 2, seq: int = 3, capacity: int = 8
     layers, heads = config.decoder_layers, config.decoder_attention_heads
     head_dim, ctx = config.d_model // heads, config.max_source_positions
     return (
-        torch.tensor([[1, 2, 3]] * batch, dtype=torch.int64)[:, :seq],
+        torch.randn(batch, seq, config.d_model),
         torch.arange(seq, dtype=torch.int64).repeat(batch, 1),
         torch.tensor([seq - 1] * batch, dtype=torch.int32),
         torch.tensor(seq, dtype=torch.int32),
@@ -373,7 +377,7 @@ def export_graphs(model: Any, out_dir: str | Path) -> dict[str, str]:
         seq_axes = {0: "batch", 1: "seq"}
         layers = cfg.decoder_layers
         past, present, cross = (cache_names(p, layers) for p in ("past", "present", "cross"))
-        axes = {"tokens": seq_axes, "positions": seq_axes, "seqlens_k": {0: "batch"},
+        axes = {"token_embeds": seq_axes, "positions": seq_axes, "seqlens_k": {0: "batch"},
                 "logit_index": {0: "batch", 1: "k"}, "logits": {0: "batch", 1: "k"},
                 **{n: {0: "batch", 2: "capacity"} for n in past + present},
                 **{n: {0: "groups", 2: "audio_ctx"} for n in cross}}
@@ -385,8 +389,11 @@ def export_graphs(model: Any, out_dir: str | Path) -> dict[str, str]:
 
 def export_whisper(source: WhisperSource, out_dir: str | Path) -> dict[str, Any]:
     """Write graphs and tokenizer into `out_dir`; return the manifest (without precision and files)."""
+    from .export import save_embeddings
+
     out_dir = Path(out_dir)
     graphs = export_graphs(source.model, out_dir)
+    save_embeddings(out_dir / EMBED_FILE, source.model.model.decoder.embed_tokens.weight.detach().float().numpy())
     (out_dir / "tokenizer.json").write_text(source.tokenizer_json, encoding="utf-8")
     return {
         "family": "whisper",
@@ -395,6 +402,7 @@ def export_whisper(source: WhisperSource, out_dir: str | Path) -> dict[str, Any]
         "dims": whisper_dims(source.model.config),
         "special_tokens": source.special_tokens,
         "graphs": graphs,
+        "embeddings": EMBED_FILE,
         "tokenizer": "tokenizer.json",
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...embedding import TokenEmbedding
 from ...kvcache import CachedDecoderState, KVCache
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -20,7 +21,7 @@ class Qwen3ASRGraphs:
     def __init__(self, package: ModelPackage, profile: Profile):
         self.encoder = profile.create_session(package.graph("encoder"))
         self.decoder = profile.create_session(package.graph("decoder"))
-        self.embeddings = np.load(package.root / package.manifest["embeddings"], mmap_mode="r")
+        self.embed = TokenEmbedding(package.root / package.manifest["embeddings"])   # ids -> float32 vectors
         dims = package.dims
         self.n_layers, self.n_kv_heads, self.head_dim = dims["n_layers"], dims["n_kv_heads"], dims["head_dim"]
         self.n_mels = dims["n_mels"]
@@ -42,13 +43,10 @@ class Qwen3ASRGraphs:
             out = self.encoder.run(["audio_embeds"], {"mel": w.mel[None].astype(np.float32, copy=False),
                                                       "token_lengths": lengths})[0]
             parts[w.clip].append(out[0, :w.tokens])
-        hidden = self.embeddings.shape[1]
+        hidden = self.embed.shape[1]
         return [np.concatenate(p) if p else np.zeros((0, hidden), np.float32) for p in parts]
 
     # -- decoder -------------------------------------------------------------------------------
-
-    def embed(self, ids: np.ndarray) -> np.ndarray:
-        return np.asarray(self.embeddings[ids], dtype=np.float32)
 
     def prefill(self, prompts: list[list[int]], audio: list[np.ndarray], audio_pad: int, pad_id: int,
                 max_new_tokens: int = 0):

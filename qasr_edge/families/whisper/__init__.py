@@ -34,8 +34,11 @@ MIN_SPEECH_SECONDS = 0.25   # less than this, heard by the voice-activity detect
 class _Job:
     """One input's progress through its windows."""
 
-    audio: np.ndarray = field(repr=False)
+    samples: int                               # length of the input
     features: np.ndarray = field(repr=False)   # normalised log-mel of the whole input [n_mels, frames]
+    # the input in float16 for the voice-activity gate (None without one): half the float32 samples,
+    # which the job lets go of once it has the log-mel
+    gate_audio: np.ndarray | None = field(default=None, repr=False)
     language: str | None = None
     language_probability: float = 1.0
     all_language_probs: list[tuple[str, float]] | None = None
@@ -74,7 +77,11 @@ class WhisperModel:
         language = options.language if self.tokens.multilingual else "en"
         if options.chunking == "vad":
             return self._transcribe_speech_chunks(audios, options, progress)
-        jobs = [self._start(audio, language, options) for audio in audios]
+        # the samples are handed over: once a job has its log-mel, its float32 samples are let go
+        jobs = []
+        for i in range(len(audios)):
+            jobs.append(self._start(audios[i], language, options))
+            audios[i] = None
         batch = fit_count(self._bytes_per_window(options), self.profile.memory_budget_mb << 20,
                           options.batch_size or self.profile.max_batch)
         self.stats = {"audio": PaddingStats(), "prompt": PaddingStats()}
@@ -86,7 +93,7 @@ class WhisperModel:
                 self._decode_windows(active[start:start + batch], options)
             if progress:
                 progress(sum(min(j.seek, j.content_frames) for j in jobs) / total)
-        return [self._transcript(job, audio) for job, audio in zip(jobs, audios)]
+        return [self._transcript(job) for job in jobs]
 
     def _transcribe_speech_chunks(self, audios: list[np.ndarray], options: TranscribeOptions,
                                   progress: Callable[[float], None] | None) -> list[Transcript]:
@@ -139,7 +146,9 @@ class WhisperModel:
     # -- windows -------------------------------------------------------------------------------
 
     def _start(self, audio: np.ndarray, language: str | None, options: TranscribeOptions) -> _Job:
-        job = _Job(audio, log_mel_spectrogram(audio, self.graphs.n_mels, padding=160), language)
+        gated = self.vad is not None and options.vad_gate is not None
+        job = _Job(len(audio), log_mel_spectrogram(audio, self.graphs.n_mels, padding=160),
+                   audio.astype(np.float16) if gated else None, language)
         if options.initial_prompt:
             job.all_tokens = self.tokenizer.encode(" " + options.initial_prompt.strip())
         return job
@@ -254,10 +263,11 @@ class WhisperModel:
             job.prompt_reset_since = len(job.all_tokens)
 
     def _vad_hears_nothing(self, job: _Job, size: int, d: Decoded, options: TranscribeOptions) -> bool:
-        if self.vad is None or options.vad_gate is None or d.no_speech_prob <= options.vad_gate:
+        if job.gate_audio is None or d.no_speech_prob <= options.vad_gate:
             return False
         hop = SAMPLE_RATE // FRAMES_PER_SECOND
-        return self.vad.speech_seconds(job.audio[job.seek * hop:(job.seek + size) * hop]) < MIN_SPEECH_SECONDS
+        window = job.gate_audio[job.seek * hop:(job.seek + size) * hop].astype(np.float32)
+        return self.vad.speech_seconds(window) < MIN_SPEECH_SECONDS
 
     def _split_by_timestamps(self, tokens: list[int], seek: int, size: int):
         """Pieces (token slice, start and end seconds) and the next seek, by the timestamp pairs."""
@@ -282,8 +292,8 @@ class WhisperModel:
             return pieces, seek + size
         return pieces, seek + (tokens[last - 1] - ts0) * INPUT_STRIDE
 
-    def _transcript(self, job: _Job, audio: np.ndarray) -> Transcript:
+    def _transcript(self, job: _Job) -> Transcript:
         return Transcript(
             text="".join(s.text for s in job.segments).strip(), language=job.language,
-            language_probability=job.language_probability, duration=len(audio) / SAMPLE_RATE,
+            language_probability=job.language_probability, duration=job.samples / SAMPLE_RATE,
             segments=job.segments, all_language_probs=job.all_language_probs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...embedding import TokenEmbedding
 from ...kvcache import CachedDecoderState, KVCache, cache_names, keeps_all
 from ...package import ModelPackage
 from ...profiles import Profile
@@ -26,6 +27,10 @@ class WhisperGraphs:
     def __init__(self, package: ModelPackage, profile: Profile):
         self.encoder = profile.create_session(package.graph("encoder"))
         self.decoder = profile.create_session(package.graph("decoder"))
+        # the decoder takes token vectors, looked up here (format 4); older packages' decoders
+        # take the ids and hold the table themselves
+        table = package.manifest.get("embeddings")
+        self.embed = TokenEmbedding(package.root / table) if table else None
         dims = package.dims
         self.n_layers = dims["n_text_layer"]
         self.n_heads = dims["n_text_head"]
@@ -105,8 +110,14 @@ class WhisperGraphs:
                 cross["values"] = self.cross_values(cross["kv"])
             return cross["values"]
 
-        state = CachedDecoderState(self.decoder, cache, _token_feeds, cross["values"], keep_groups)
+        state = CachedDecoderState(self.decoder, cache, self._token_feeds, cross["values"], keep_groups)
         return state, state.run(tokens, index, lengths)
+
+
+    def _token_feeds(self, tokens: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+        if self.embed is None:
+            return {"tokens": tokens, "positions": positions}
+        return {"token_embeds": self.embed(tokens), "positions": positions}
 
 
 def take_windows(cross_kv: np.ndarray, windows: np.ndarray) -> np.ndarray:
@@ -140,6 +151,3 @@ def join_windows(parts: list[np.ndarray]) -> np.ndarray:
                 return view
     return np.concatenate(parts, axis=2)
 
-
-def _token_feeds(tokens: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
-    return {"tokens": tokens, "positions": positions}
