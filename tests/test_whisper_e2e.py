@@ -92,6 +92,59 @@ def test_inputs_over_the_profiles_audio_bound_are_transcribed_a_group_at_a_time(
     assert model.last_stats["audio"]["items"] >= 3
 
 
+def test_pieces_give_the_spans_of_the_array_and_let_go_of_the_past():
+    from qasr_edge.families.whisper import _Pieces
+
+    array = np.arange(2 * 10).reshape(2, 10)
+    pieces = _Pieces(array, 4)
+    assert pieces.length == 10
+    for start, stop in [(0, 4), (0, 10), (3, 5), (4, 8), (5, 6), (7, 10), (1, 9)]:
+        np.testing.assert_array_equal(pieces.span(start, stop), array[:, start:stop])
+    pieces.release_before(9)           # pieces [0, 4) and [4, 8) go; [8, 10) stays
+    np.testing.assert_array_equal(pieces.span(8, 10), array[:, 8:10])
+    with pytest.raises(TypeError):
+        pieces.span(7, 10)             # let go of
+
+
+def test_the_family_lets_go_of_the_samples_it_is_handed(model):
+    """A job keeps the log-mel (and a float16 copy for the voice-activity gate), not the float32
+    samples: the family empties the list it is handed, and the text is the same."""
+    from qasr_edge.audio import load_audio
+    from qasr_edge.options import TranscribeOptions
+
+    wave = load_audio(str(FIXTURES / CLIPS["long"]["file"]))
+    waves = [wave.copy()]
+
+    got = model.family.transcribe(waves, TranscribeOptions(beam_size=5))
+    assert waves == [None]
+    assert got[0].text == model.transcribe(wave, beam_size=5)[0].text and got[0].duration == len(wave) / 16000
+
+
+def test_a_silent_stretch_after_speech_is_gated_across_pieces(model, monkeypatch):
+    """57 s of speech, then 45 s of digital silence: the windows after the speech start inside a
+    30 s piece of the kept audio, the gate (on those spans) drops them, and the text is the
+    speech's alone."""
+    from qasr_edge.audio import load_audio
+
+    speech = load_audio(str(FIXTURES / CLIPS["long"]["file"]))
+    audio = np.concatenate([speech, np.zeros(45 * 16000, np.float32)])
+    alone = model.transcribe(speech, beam_size=5)[0].text
+    family = model.family
+    hears_nothing = family._vad_hears_nothing
+
+    def spy(job, *rest):
+        silent = hears_nothing(job, *rest)
+        if silent:
+            gated.append(job.seek)
+        return silent
+
+    gated: list[int] = []
+    monkeypatch.setattr(family, "_vad_hears_nothing", spy)
+    got = model.transcribe(audio, beam_size=5)[0]
+    assert got.text == alone and got.duration == pytest.approx(len(audio) / 16000)
+    assert any(seek % 3000 for seek in gated), gated   # a window starting inside a piece was dropped
+
+
 def test_languages_detected(beam5):
     detected = {c["file"]: beam5[c["file"]].language for c in CLIPS["clips"]}
     for name in ("en_flite.wav", "en_weather.wav", "es.wav", "fr.wav"):

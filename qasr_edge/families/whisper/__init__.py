@@ -30,15 +30,35 @@ HOP = 160                   # samples per mel frame
 MIN_SPEECH_SECONDS = 0.25   # less than this, heard by the voice-activity detector, is no speech
 
 
+class _Pieces:
+    """An array cut along its last axis into pieces of `step`, so that the pieces a job has moved
+    past can be let go while it goes on (a long input's log-mel and audio are not held whole to
+    its end)."""
+
+    def __init__(self, array: np.ndarray, step: int):
+        self.step, self.length = step, array.shape[-1]
+        self._pieces: list[np.ndarray | None] = [array[..., i:i + step].copy() for i in range(0, self.length, step)]
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """array[..., start:stop] (stop within the array, start not let go)."""
+        parts = [self._pieces[k][..., max(start - k * self.step, 0):stop - k * self.step]
+                 for k in range(start // self.step, -(-stop // self.step))]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+
+    def release_before(self, position: int) -> None:
+        for k in range(min(position // self.step, len(self._pieces))):
+            self._pieces[k] = None
+
+
 @dataclass
 class _Job:
     """One input's progress through its windows."""
 
     samples: int                               # length of the input
-    features: np.ndarray = field(repr=False)   # normalised log-mel of the whole input [n_mels, frames]
+    features: _Pieces = field(repr=False)      # normalised log-mel of the whole input [n_mels, frames]
     # the input in float16 for the voice-activity gate (None without one): half the float32 samples,
     # which the job lets go of once it has the log-mel
-    gate_audio: np.ndarray | None = field(default=None, repr=False)
+    gate_audio: _Pieces | None = field(default=None, repr=False)
     language: str | None = None
     language_probability: float = 1.0
     all_language_probs: list[tuple[str, float]] | None = None
@@ -49,11 +69,17 @@ class _Job:
 
     @property
     def content_frames(self) -> int:
-        return self.features.shape[-1] - 1
+        return self.features.length - 1
 
     @property
     def done(self) -> bool:
         return self.seek >= self.content_frames
+
+    def forget_before_seek(self) -> None:
+        """Let go of the log-mel and audio before the seek: windows only move forward."""
+        self.features.release_before(self.seek)
+        if self.gate_audio is not None:
+            self.gate_audio.release_before(self.seek * HOP)
 
 
 class WhisperModel:
@@ -147,15 +173,15 @@ class WhisperModel:
 
     def _start(self, audio: np.ndarray, language: str | None, options: TranscribeOptions) -> _Job:
         gated = self.vad is not None and options.vad_gate is not None
-        job = _Job(len(audio), log_mel_spectrogram(audio, self.graphs.n_mels, padding=160),
-                   audio.astype(np.float16) if gated else None, language)
+        job = _Job(len(audio), _Pieces(log_mel_spectrogram(audio, self.graphs.n_mels, padding=160), N_FRAMES),
+                   _Pieces(audio.astype(np.float16), N_FRAMES * HOP) if gated else None, language)
         if options.initial_prompt:
             job.all_tokens = self.tokenizer.encode(" " + options.initial_prompt.strip())
         return job
 
     def _window(self, job: _Job) -> tuple[np.ndarray, int]:
         size = min(N_FRAMES, job.content_frames - job.seek)
-        return job.features[:, job.seek:job.seek + size], size
+        return job.features.span(job.seek, job.seek + size), size
 
     def _prompt(self, job: _Job, options: TranscribeOptions) -> tuple[list[int], int]:
         """The decoder prompt and the index of its start-of-transcript token."""
@@ -197,6 +223,7 @@ class WhisperModel:
         decoded = self.decode_prompts(cross_kv, prompts, options, [j.seek for j in jobs])
         for job, (_, size), d in zip(jobs, windows, decoded):
             self._advance(job, size, d, options)
+            job.forget_before_seek()
 
     def decode_prompts(self, cross_kv: np.ndarray, prompts: list[tuple[list[int], int]],
                        options: TranscribeOptions, seeds: list[int],
@@ -266,7 +293,7 @@ class WhisperModel:
         if job.gate_audio is None or d.no_speech_prob <= options.vad_gate:
             return False
         hop = SAMPLE_RATE // FRAMES_PER_SECOND
-        window = job.gate_audio[job.seek * hop:(job.seek + size) * hop].astype(np.float32)
+        window = job.gate_audio.span(job.seek * hop, min((job.seek + size) * hop, job.samples)).astype(np.float32)
         return self.vad.speech_seconds(window) < MIN_SPEECH_SECONDS
 
     def _split_by_timestamps(self, tokens: list[int], seek: int, size: int):
