@@ -32,8 +32,8 @@ OPSET = 17
 ENCODER_INPUTS, ENCODER_OUTPUTS = ["mel"], ["cross_kv"]
 # then past_k{i}, past_v{i} (in-place self-attention buffers, attention.py) and cross_k{i}, cross_v{i}
 DECODER_INPUTS = ["token_embeds", "positions", "seqlens_k", "total_sequence_length", "logit_index"]
-EMBED_FILE = "embed_tokens.npy"
 DECODER_OUTPUTS = ["logits"]                                          # then present_k{i}, present_v{i}
+EMBED_FILE = "embed_tokens.npy"   # the token embedding, looked up by the runtime
 
 # Special tokens: manifest key -> token spellings, first present wins
 _SPECIAL_NAMES = {

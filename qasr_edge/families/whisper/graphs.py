@@ -113,7 +113,6 @@ class WhisperGraphs:
         state = CachedDecoderState(self.decoder, cache, self._token_feeds, cross["values"], keep_groups)
         return state, state.run(tokens, index, lengths)
 
-
     def _token_feeds(self, tokens: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
         if self.embed is None:
             return {"tokens": tokens, "positions": positions}
