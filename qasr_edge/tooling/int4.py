@@ -5,8 +5,8 @@ gets one float scale (and, asymmetric, a zero point) and 4-bit codes. ONNX Runti
 as MatMulNBits; `accuracy_level` 4 lets its CPU kernel quantize the activations to int8 per block and
 use integer dot products (the fastest path on CPUs with VNNI / dot-product instructions).
 
-The quantizer only takes MatMul: the output head, exported as Gemm(transB=1) sharing the token
-embedding, is first rewritten as MatMul over a transposed copy (`graph_edits.gemm_heads_to_matmul`).
+The quantizer only takes MatMul: the output head, exported as Gemm(transB=1), is first rewritten
+as MatMul over a transposed copy (`graph_edits.gemm_heads_to_matmul`).
 The head is the graph's largest matrix and decides the top-1 token directly, so by default it is
 quantized as in `--precision int8` (`quantize_dynamic`: int8 per channel, DynamicQuantizeMatMul)
 while every other MatMul gets 4-bit blocks. Measured on whisper-base (one decoder step, 2 threads):

@@ -100,7 +100,7 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
         sorted(set(excluded) - set(matching_nodes(graph, tuple(settings.exclude))))
     large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > _EXTERNAL_DATA_BYTES
     # IntegerOps mode first rewrites Gemm(transB=1) as MatMul with a transposed weight copy, so
-    # the output head (a Gemm sharing the embedding in the fp32 graph) is quantized as a MatMul.
+    # the output head (a Gemm in the fp32 graph) is quantized as a MatMul.
     dynamic_int8(src, dst, per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                  op_types_to_quantize=settings.op_types(), nodes_to_exclude=excluded, use_external_data_format=large)
     if blocks:
