@@ -37,10 +37,13 @@ class _Pieces:
 
     def __init__(self, array: np.ndarray, step: int):
         self.step, self.length = step, array.shape[-1]
+        self._empty = array[..., :0].copy()
         self._pieces: list[np.ndarray | None] = [array[..., i:i + step].copy() for i in range(0, self.length, step)]
 
     def span(self, start: int, stop: int) -> np.ndarray:
         """array[..., start:stop] (stop within the array, start not let go)."""
+        if stop <= start:
+            return self._empty
         parts = [self._pieces[k][..., max(start - k * self.step, 0):stop - k * self.step]
                  for k in range(start // self.step, -(-stop // self.step))]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
