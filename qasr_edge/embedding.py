@@ -65,4 +65,4 @@ class TokenEmbedding:
                     if self._file.readinto(self._table[row]) != self._row_bytes:
                         raise PackageError(f"{self.path}: short read of row {int(row)}")
                 self._loaded[missing] = True
-        return self._table[ids].astype(np.float32)
+        return self._table[ids].astype(np.float32, copy=False)   # the gather copies already

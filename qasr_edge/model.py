@@ -60,14 +60,14 @@ class Model:
                 (lambda f: progress((first + f * span) / len(inputs)))
             # the samples are handed over to the family, which may let go of them as it goes
             order, waves = [i for i, _ in group], [w for _, w in group]
-            group = []
+            group, held = [], 0
             for i, t in zip(order, self.family.transcribe(waves, opts, progress=report)):
                 if isinstance(inputs[i], (str, os.PathLike)):
                     t.audio = str(inputs[i])
                 results[i] = t
             for name, value in getattr(self.family, "stats", {}).items():
                 stats.setdefault(name, PaddingStats()).merge(value)
-            group, done, held = [], upto, 0
+            done = upto
 
         for i, item in enumerate(inputs):
             label = str(item) if isinstance(item, (str, os.PathLike)) else None

@@ -89,7 +89,7 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "Profile":
-        session = data.get("session", {})
+        session, memory = data.get("session", {}), data.get("memory", {})
         return cls(
             name=data.get("name", path.stem if path else "custom"),
             description=data.get("description", ""),
@@ -101,8 +101,8 @@ class Profile:
             graph_optimization=session.get("graph_optimization", "all"),
             cpu_mem_arena=bool(session.get("cpu_mem_arena", True)),
             mem_pattern=bool(session.get("mem_pattern", True)),
-            malloc_mmap_threshold_kb=int(data.get("memory", {}).get("malloc_mmap_threshold_kb", 0)),
-            numpy_hugepages=bool(data.get("memory", {}).get("numpy_hugepages", True)),
+            malloc_mmap_threshold_kb=int(memory.get("malloc_mmap_threshold_kb", 0)),
+            numpy_hugepages=bool(memory.get("numpy_hugepages", True)),
             config={str(k): str(v) for k, v in session.get("config", {}).items()},
             precision=data.get("model", {}).get("precision", "fp32"),
             max_batch=int(data.get("batch", {}).get("max_batch", 8)),

@@ -27,7 +27,8 @@ class SpeechDetector:
     @property
     def session(self):
         """The ONNX Runtime session, created on first use: offline Whisper only asks the detector
-        about windows it suspects are silent, which most files never have (6-16 MB not held)."""
+        about windows it suspects are silent, which most files never have (2 MB of a loaded
+        whisper-base not held, and its creation not in the load time)."""
         if self._session is None:
             with self._lock:
                 if self._session is None:

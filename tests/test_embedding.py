@@ -81,7 +81,7 @@ def _resident_pages(array: np.ndarray) -> int:
     return sum(v & 1 for v in vec)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="resident memory read from /proc (Linux)")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore(2) through ctypes, written for Linux")
 def test_scattered_tokens_make_about_a_page_each_resident(tmp_path):
     """Whisper's table: 51,865 x 512 float16 (53 MB). 300 tokens spread over it, looked up, make
     about 300 pages resident; a memory map of the file made 54 MB resident for 2,000 (the kernel

@@ -98,7 +98,8 @@ def test_pieces_give_the_spans_of_the_array_and_let_go_of_the_past():
     array = np.arange(2 * 10).reshape(2, 10)
     pieces = _Pieces(array, 4)
     assert pieces.length == 10
-    for start, stop in [(0, 4), (0, 10), (3, 5), (4, 8), (5, 6), (7, 10), (1, 9), (4, 4), (10, 10)]:
+    for start, stop in [(0, 4), (0, 10), (3, 5), (4, 8), (5, 6), (7, 10), (1, 9), (4, 4), (10, 10), (7, 13),
+                        (11, 14)]:
         np.testing.assert_array_equal(pieces.span(start, stop), array[:, start:stop])
     pieces.release_before(9)           # pieces [0, 4) and [4, 8) go; [8, 10) stays
     np.testing.assert_array_equal(pieces.span(8, 10), array[:, 8:10])

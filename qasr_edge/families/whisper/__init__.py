@@ -41,7 +41,9 @@ class _Pieces:
         self._pieces: list[np.ndarray | None] = [array[..., i:i + step].copy() for i in range(0, self.length, step)]
 
     def span(self, start: int, stop: int) -> np.ndarray:
-        """array[..., start:stop] (stop within the array, start not let go)."""
+        """array[..., start:stop], as numpy slices it (a stop past the end ends there); the piece
+        holding `start` must not have been let go."""
+        stop = min(stop, self.length)
         if stop <= start:
             return self._empty
         parts = [self._pieces[k][..., max(start - k * self.step, 0):stop - k * self.step]
@@ -295,8 +297,7 @@ class WhisperModel:
     def _vad_hears_nothing(self, job: _Job, size: int, d: Decoded, options: TranscribeOptions) -> bool:
         if job.gate_audio is None or d.no_speech_prob <= options.vad_gate:
             return False
-        hop = SAMPLE_RATE // FRAMES_PER_SECOND
-        window = job.gate_audio.span(job.seek * hop, min((job.seek + size) * hop, job.samples)).astype(np.float32)
+        window = job.gate_audio.span(job.seek * HOP, (job.seek + size) * HOP).astype(np.float32)
         return self.vad.speech_seconds(window) < MIN_SPEECH_SECONDS
 
     def _split_by_timestamps(self, tokens: list[int], seek: int, size: int):
