@@ -46,7 +46,6 @@ class TokenEmbedding:
             self._memory.madvise(mmap.MADV_NOHUGEPAGE)
         self._table = np.frombuffer(self._memory, self.dtype, count=rows * dim).reshape(self.shape)
         self._loaded = np.zeros(rows, dtype=bool)
-        self._file = open(self.path, "rb", buffering=0)
         self._lock = threading.Lock()   # streams on worker threads share a model's table
 
     @property
@@ -60,9 +59,10 @@ class TokenEmbedding:
         if not self._loaded[ids].all():
             with self._lock:
                 missing = np.unique(ids[~self._loaded[ids]])
-                for row in missing:
-                    self._file.seek(self._offset + int(row) * self._row_bytes)
-                    if self._file.readinto(self._table[row]) != self._row_bytes:
-                        raise PackageError(f"{self.path}: short read of row {int(row)}")
+                with open(self.path, "rb", buffering=0) as f:   # opened per miss: none stays open
+                    for row in missing:
+                        f.seek(self._offset + int(row) * self._row_bytes)
+                        if f.readinto(self._table[row]) != self._row_bytes:
+                            raise PackageError(f"{self.path}: short read of row {int(row)}")
                 self._loaded[missing] = True
         return self._table[ids].astype(np.float32, copy=False)   # the gather copies already

@@ -142,6 +142,11 @@ class CachedDecoderState:
         self._binding = session.io_binding()
         self._binding.bind_output("logits")   # bound first: get_outputs()[0] below
         self._bound_version = -1
+        # IO binding copies an input in host memory to the device when it is bound, not when the
+        # graph runs: where the graph runs on a GPU, the cache (rewritten by every run) is bound
+        # again before each run, or the device would keep reading the copy made at binding time
+        providers = getattr(session, "get_providers", lambda: ["CPUExecutionProvider"])()
+        self._rebind_every_run = providers[0] != "CPUExecutionProvider"
         self._bound_extra: dict[str, Any] = {}
         self._row_group: np.ndarray | None = None   # each row's group (index among the groups kept)
 
@@ -167,11 +172,13 @@ class CachedDecoderState:
         b = self._binding
         for name, value in inputs.items():   # `inputs` keeps the arrays alive until the run is over
             b.bind_cpu_input(name, value)
-        if self._bound_version != cache.version or self._bound_extra is not self.bound:
+        if self._rebind_every_run or self._bound_version != cache.version:
             cache.bind(b)
+            self._bound_version = cache.version
+        if self._bound_extra is not self.bound:
             for name, value in self.bound.items():
                 b.bind_ortvalue_input(name, value)
-            self._bound_version, self._bound_extra = cache.version, self.bound
+            self._bound_extra = self.bound
         b.bind_output("logits")              # a fresh output: the shape changes with the rows
         self.session.run_with_iobinding(b)
         cache.lengths = total

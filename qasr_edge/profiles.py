@@ -5,10 +5,12 @@ Adding a device means adding a file; nothing here branches on device names.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -168,15 +170,56 @@ class Profile:
         return chosen
 
     def create_session(self, model_path: str | Path):
+        """An ONNX Runtime session on the profile's providers. A provider this onnxruntime build has
+        can still fail to start (onnxruntime-gpu without TensorRT's or cuDNN's libraries); ONNX
+        Runtime then runs the graph on the providers left, so that is checked here and handled as
+        `on_missing_provider` says."""
         import onnxruntime as ort
 
         providers = self.resolved_providers()
-        return ort.InferenceSession(
-            str(model_path),
-            sess_options=self.session_options(),
-            providers=[name for name, _ in providers],
-            provider_options=[opts for _, opts in providers],
-        )
+        names = [name for name, _ in providers]
+        gpu = bool(set(names) & _GPU_PROVIDERS)
+        if gpu:
+            preload_gpu_libraries()
+        # onnxruntime prints its own notice on stdout when a GPU provider fails to start and it
+        # retries without (TensorRT without its libraries); stdout carries transcripts here
+        with contextlib.redirect_stdout(sys.stderr) if gpu else contextlib.nullcontext():
+            session = ort.InferenceSession(
+                str(model_path),
+                sess_options=self.session_options(),
+                providers=names,
+                provider_options=[opts for _, opts in providers],
+            )
+        started = session.get_providers()
+        failed = [name for name in names if name not in started]
+        if failed:
+            message = (f"profile {self.name}: ONNX Runtime could not start {', '.join(failed)} (its libraries "
+                       f"are missing or do not match this onnxruntime build; ONNX Runtime's log says which)")
+            if self.on_missing_provider == "error":
+                raise ProfileError(f"{message}; install them or pick another --profile")
+            warnings.warn(f"{message}; running on {', '.join(started)}", RuntimeWarning, stacklevel=2)
+        return session
+
+
+_GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+
+
+def preload_gpu_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of NVIDIA's pip packages (nvidia-cublas-cu13 and the like)
+    where they are installed, so that onnxruntime-gpu finds them without LD_LIBRARY_PATH; libraries
+    installed system-wide (JetPack) are found anyway. onnxruntime >= 1.21; once per process."""
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(sys.stderr):   # it prints notes; stdout carries transcripts
+            ort.preload_dlls(msvc=False)
+
+
+_preloaded = False
 
 
 _M_MMAP_THRESHOLD = -3   # mallopt parameter (glibc's malloc.h)

@@ -10,7 +10,7 @@ import pytest
 from qasr_edge.package import PRECISIONS
 from qasr_edge.profiles import Profile, ProfileError, cpu_flags, list_profiles, load_profile
 
-SHIPPED = ("cpu", "cpu-lowmem", "x86-64-avx2", "x86-64-avx512", "arm64", "jetson-gpu", "mobile")
+SHIPPED = ("cpu", "cpu-lowmem", "x86-64-avx2", "x86-64-avx512", "arm64", "jetson-gpu", "cuda-gpu", "mobile")
 
 
 def test_every_shipped_profile_loads_with_valid_settings():
@@ -33,6 +33,35 @@ def test_missing_provider_errors_or_falls_back_as_the_profile_says():
     mobile = load_profile("mobile")
     chosen = [name for name, _ in mobile.resolved_providers()]
     assert chosen and set(chosen) <= have and chosen[-1] == "CPUExecutionProvider"
+
+
+def test_a_provider_that_fails_to_start_errors_or_warns_as_the_profile_says(monkeypatch, capsys, tmp_path):
+    """onnxruntime-gpu lists TensorRT even where its libraries are missing; the session then runs on
+    what is left (after printing a notice) and the profile's on_missing_provider decides (seen on an
+    H200 without TensorRT: bench/results/gpu_check_h200_2026-11-27.json)."""
+    from qasr_edge import profiles
+
+    class Session:   # what onnxruntime does when TensorRT cannot load: it retries without it
+        def __init__(self, path, sess_options=None, providers=(), provider_options=()):
+            print("EP Error: libnvinfer.so.10: cannot open shared object file; falling back")
+            self.providers = [p for p in providers if p != "TensorrtExecutionProvider"]
+
+        def get_providers(self):
+            return self.providers
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(profiles, "_preloaded", True)   # no CUDA libraries to look for here
+    jetson = load_profile("jetson-gpu")
+    with pytest.raises(ProfileError, match="could not start TensorrtExecutionProvider"):
+        jetson.create_session(tmp_path / "g.onnx")
+    with pytest.warns(RuntimeWarning, match="running on CUDAExecutionProvider, CPUExecutionProvider"):
+        session = replace(jetson, on_missing_provider="fallback").create_session(tmp_path / "g.onnx")
+    assert session.get_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert load_profile("cuda-gpu").create_session(tmp_path / "g.onnx").get_providers()[0] == "CUDAExecutionProvider"
+    out = capsys.readouterr()
+    assert "EP Error" not in out.out and "EP Error" in out.err   # stdout carries transcripts
 
 
 def test_cpu_features_are_checked():

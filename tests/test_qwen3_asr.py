@@ -281,6 +281,69 @@ def test_beam_search_runs_on_the_shared_layer(model):
         assert b.segments[0].avg_logprob >= g.segments[0].avg_logprob - 1e-4 or len(b.segments[0].tokens) < 8
 
 
+class _DeviceBinding:
+    """An IO binding as a GPU session's: an input in host memory is copied to the device when it
+    is bound, so a later change of the host buffer is not seen by the next run unless bound again."""
+
+    def __init__(self, binding):
+        self.binding = binding
+
+    def bind_ortvalue_input(self, name, value):
+        import onnxruntime as ort
+
+        self.binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value.numpy().copy()))
+
+    def bind_cpu_input(self, name, array):
+        self.binding.bind_cpu_input(name, np.array(array, copy=True))
+
+    def __getattr__(self, name):
+        return getattr(self.binding, name)
+
+
+class _DeviceSession:
+    def __init__(self, session):
+        self.session = session
+
+    def get_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def io_binding(self):
+        return _DeviceBinding(self.session.io_binding())
+
+    def run_with_iobinding(self, binding, *args, **kwargs):
+        return self.session.run_with_iobinding(binding.binding, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_cache_is_bound_again_before_each_run_on_a_device(package, monkeypatch):
+    """On a GPU, IO binding copies host inputs when they are bound: the in-place cache must be bound
+    before every run (found on an H200, where fp16 packages decoded from a stale cache)."""
+    import qasr_edge
+    from qasr_edge import kvcache
+
+    from qasr_edge.benchmark.qwen3 import forced_logits
+
+    wav = CLIPS["mid"]
+    host = qasr_edge.load_model(package)
+    tokens = host.transcribe(wav, max_new_tokens=12)[0].segments[0].tokens
+    expected = forced_logits(host, wav, tokens)   # the prompt, then one step per token
+    device = qasr_edge.load_model(package)
+    device.family.graphs.decoder = _DeviceSession(device.family.graphs.decoder)
+    np.testing.assert_allclose(forced_logits(device, wav, tokens), expected, atol=1e-5)
+    # the stand-in has teeth: binding the cache only when its buffers change reads a stale cache
+    real_init = kvcache.CachedDecoderState.__init__
+
+    def bind_once(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._rebind_every_run = False
+
+    monkeypatch.setattr(kvcache.CachedDecoderState, "__init__", bind_once)
+    stale = forced_logits(device, wav, tokens)
+    assert np.abs(stale[0] - expected[0]).max() < 1e-5 and np.abs(stale[1:] - expected[1:]).max() > 1e-2
+
+
 def _write_wav(path: Path, audio: np.ndarray) -> Path:
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
