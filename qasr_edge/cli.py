@@ -235,7 +235,9 @@ def cmd_profiles(args) -> int:
 
     for name in list_profiles():
         prof = load_profile(name)
-        print(f"{name:<16} {', '.join(prof.providers):<40} {prof.description}")
+        usable, note = prof.availability()
+        print(f"{name:<16} {'yes' if usable else 'no':<4} {prof.description}")
+        print(f"{'':<21}{note}")
     return 0
 
 

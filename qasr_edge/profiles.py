@@ -169,6 +169,18 @@ class Profile:
             chosen.append(("CPUExecutionProvider", {}))
         return chosen
 
+    def availability(self) -> tuple[bool, str]:
+        """(usable here, why or with what): the CPU features and the onnxruntime build's providers
+        checked as loading a model would. A provider that is listed can still fail to start (see
+        create_session); that shows only when a session is made."""
+        try:
+            chosen = [name for name, _ in self.resolved_providers()]
+        except ProfileError as exc:
+            return False, str(exc)
+        short = [name.removesuffix("ExecutionProvider") for name in chosen]
+        dropped = [name.removesuffix("ExecutionProvider") for name in self.providers if name not in chosen]
+        return True, "on " + ", ".join(short) + (f" (not in this build: {', '.join(dropped)})" if dropped else "")
+
     def create_session(self, model_path: str | Path):
         """An ONNX Runtime session on the profile's providers. A provider this onnxruntime build has
         can still fail to start (onnxruntime-gpu without TensorRT's or cuDNN's libraries); ONNX

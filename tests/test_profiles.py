@@ -64,6 +64,17 @@ def test_a_provider_that_fails_to_start_errors_or_warns_as_the_profile_says(monk
     assert "EP Error" not in out.out and "EP Error" in out.err   # stdout carries transcripts
 
 
+def test_availability_says_what_a_profile_runs_on_here(monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert load_profile("cpu").availability() == (True, "on CPU")
+    usable, why = load_profile("jetson-gpu").availability()
+    assert not usable and "TensorrtExecutionProvider" in why
+    usable, why = load_profile("mobile").availability()   # on_missing_provider = "fallback"
+    assert usable and why.startswith("on CPU (not in this build: ") and "Xnnpack" in why
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert load_profile("cuda-gpu").availability() == (True, "on CUDA, CPU")
+
+
 def test_cpu_features_are_checked():
     prof = Profile(name="t", cpu_features=("avx512_vnni",))
     prof.check_cpu({"avx512_vnni", "avx2"})

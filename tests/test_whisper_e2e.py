@@ -417,5 +417,6 @@ def test_cli_models_and_profiles(tmp_path):
     assert any(r["name"] == "whisper-base" and r["path"] is None for r in rows)  # known, not built yet
     prof = run_cli("profiles")
     assert prof.returncode == 0
-    listed = {line.split()[0] for line in prof.stdout.splitlines()}
-    assert {"cpu", "x86-64-avx2", "x86-64-avx512", "arm64", "jetson-gpu", "mobile"} <= listed
+    listed = {line.split()[0]: line.split()[1] for line in prof.stdout.splitlines() if not line.startswith(" ")}
+    assert {"cpu", "x86-64-avx2", "x86-64-avx512", "arm64", "jetson-gpu", "cuda-gpu", "mobile"} <= set(listed)
+    assert listed["cpu"] == "yes"   # usable here; each profile's second line says on what, or why not
