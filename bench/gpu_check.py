@@ -1,11 +1,13 @@
 """The GPU profiles on an NVIDIA machine, against the CPU profile on the same packages.
 
-    python bench/gpu_check.py PACKAGES_DIR [--json OUT]
+    python bench/gpu_check.py --make PACKAGES_DIR      # here, with qasr_edge[export,whisper-base]
+    python bench/gpu_check.py PACKAGES_DIR [--json OUT] # there, with onnxruntime-gpu
 
-PACKAGES_DIR holds model packages (any family and precision; the check was run on tiny random
-Whisper and Qwen3-ASR packages exported by `qasr-edge export`, which fit a device call). For each
-package and each GPU profile (`cuda-gpu`, `jetson-gpu`, and `jetson-gpu` with fallback allowed;
-`--profiles` to choose):
+PACKAGES_DIR holds model packages (any family and precision). `--make` exports the tiny random ones
+the check was run on, small enough for a device call: Whisper (2 layers, d_model 32, weights
+rounded to float16, whisper-base's real tokenizer) in fp32 and fp16, and the tests' tiny Qwen3-ASR
+in fp32, fp16, int8 and int4. For each package and each GPU profile (`cuda-gpu`, `jetson-gpu`, and
+`jetson-gpu` with fallback allowed; `--profiles` to choose):
 
 - whether the profile loads, and which providers each graph's session really runs on
   (a provider that onnxruntime-gpu lists can still fail to start: TensorRT without its libraries);
@@ -149,6 +151,43 @@ def placement(path: Path, name: str, wave: np.ndarray) -> dict[str, dict[str, li
     return out
 
 
+def make_tiny_packages(out: Path) -> None:
+    """Export the tiny random packages of the check into `out` (offline tooling)."""
+    import tempfile
+
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
+
+    from qasr_edge.registry import home, REGISTRY
+    from qasr_edge.tooling.export import export
+    from qasr_edge.tooling.qwen3_reference import build_checkpoint
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    whisper_base = REGISTRY["whisper-base"].fetch(home() / "sources" / "whisper-base")
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2,
+                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=448,
+                           decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257, bos_token_id=50257)
+    model = WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():   # float16-exact, so the fp16 package keeps a 2-byte token table
+        for weight in model.parameters():
+            weight.copy_(weight.half().float())
+    whisper = work / "whisper-tiny-random"
+    model.save_pretrained(whisper)
+    WhisperTokenizerFast(tokenizer_file=str(whisper_base / "tokenizer.json")).save_pretrained(whisper)
+    (whisper / "tokenizer.json").unlink()   # the exporter builds it from vocab.json + merges.txt
+    generation = json.loads((whisper / "generation_config.json").read_text())
+    generation.update(lang_to_id={"<|en|>": 50259, "<|de|>": 50261, "<|fr|>": 50265}, alignment_heads=[[1, 0], [1, 3]],
+                      suppress_tokens=[1, 2, 7], begin_suppress_tokens=[220, 50257], no_timestamps_token_id=50363)
+    (whisper / "generation_config.json").write_text(json.dumps(generation))
+    qwen = build_checkpoint(work / "qwen3-tiny-random", seed=21)
+    for name, source, precisions in (("whisper-tiny", whisper, ("fp32", "fp16")),
+                                     ("qwen3-tiny", qwen, ("fp32", "fp16", "int8", "int4"))):
+        for precision in precisions:
+            export(source, out / f"{name}-{precision}", precision=precision, name=f"{name}-random")
+
+
 def environment() -> dict:
     import onnxruntime as ort
 
@@ -166,10 +205,14 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("packages", type=Path)
+    parser.add_argument("--make", action="store_true", help="export the tiny random packages into PACKAGES_DIR")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profiles", default=",".join(GPU_PROFILES),
                         help="comma-separated; NAME+fallback is NAME with on_missing_provider = fallback")
     args = parser.parse_args(argv)
+    if args.make:
+        make_tiny_packages(args.packages)
+        return 0
     waves = [load_audio(str(f)) for f in FIXTURES]
     report = {"environment": environment(), "fixtures": [f.name for f in FIXTURES], "packages": []}
     print(json.dumps(report["environment"]), flush=True)

@@ -217,7 +217,7 @@ _GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
 def preload_gpu_libraries() -> None:
-    """Load the CUDA and cuDNN libraries of NVIDIA's pip packages (nvidia-cublas-cu13 and the like)
+    """Load the CUDA and cuDNN libraries of NVIDIA's pip packages (nvidia-cublas, nvidia-cudnn-cu13 and the like)
     where they are installed, so that onnxruntime-gpu finds them without LD_LIBRARY_PATH; libraries
     installed system-wide (JetPack) are found anyway. onnxruntime >= 1.21; once per process."""
     global _preloaded
