@@ -287,14 +287,17 @@ class _DeviceBinding:
 
     def __init__(self, binding):
         self.binding = binding
+        self.copies = {}   # the "device" copies, alive while bound (the binding only points at them)
 
     def bind_ortvalue_input(self, name, value):
         import onnxruntime as ort
 
-        self.binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value.numpy().copy()))
+        self.copies[name] = ort.OrtValue.ortvalue_from_numpy(value.numpy().copy())
+        self.binding.bind_ortvalue_input(name, self.copies[name])
 
     def bind_cpu_input(self, name, array):
-        self.binding.bind_cpu_input(name, np.array(array, copy=True))
+        self.copies[name] = np.array(array, copy=True)
+        self.binding.bind_cpu_input(name, self.copies[name])
 
     def __getattr__(self, name):
         return getattr(self.binding, name)
@@ -322,7 +325,6 @@ def test_cache_is_bound_again_before_each_run_on_a_device(package, monkeypatch):
     before every run (found on an H200, where fp16 packages decoded from a stale cache)."""
     import qasr_edge
     from qasr_edge import kvcache
-
     from qasr_edge.benchmark.qwen3 import forced_logits
 
     wav = CLIPS["mid"]
