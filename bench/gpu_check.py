@@ -17,7 +17,8 @@ in fp32, fp16, int8 and int4. For each package and each GPU profile (`cuda-gpu`,
 - which provider ran each op type, from ONNX Runtime's profiler (the first profile that loads);
 - wall times (tiny models measure launch and copy overheads, not a GPU's arithmetic).
 
-Needs onnxruntime-gpu; with the CPU-only onnxruntime it records the profiles' errors and stops.
+Needs onnxruntime-gpu to mean anything: with the CPU-only onnxruntime it records each GPU
+profile's error, and `jetson-gpu+fallback` runs on the CPU.
 """
 
 from __future__ import annotations
