@@ -156,32 +156,16 @@ def make_tiny_packages(out: Path) -> None:
     """Export the tiny random packages of the check into `out` (offline tooling)."""
     import tempfile
 
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
-
     from qasr_edge.registry import home, REGISTRY
     from qasr_edge.tooling.export import export
     from qasr_edge.tooling.qwen3_reference import build_checkpoint
+    from qasr_edge.tooling.whisper import build_tiny_whisper
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     whisper_base = REGISTRY["whisper-base"].fetch(home() / "sources" / "whisper-base")
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2,
-                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                           decoder_ffn_dim=64, max_source_positions=1500, max_target_positions=448,
-                           decoder_start_token_id=50258, eos_token_id=50257, pad_token_id=50257, bos_token_id=50257)
-    model = WhisperForConditionalGeneration(config).eval()
-    with torch.no_grad():   # float16-exact, so the fp16 package keeps a 2-byte token table
-        for weight in model.parameters():
-            weight.copy_(weight.half().float())
     whisper = work / "whisper-tiny-random"
-    model.save_pretrained(whisper)
-    WhisperTokenizerFast(tokenizer_file=str(whisper_base / "tokenizer.json")).save_pretrained(whisper)
-    (whisper / "tokenizer.json").unlink()   # the exporter builds it from vocab.json + merges.txt
-    generation = json.loads((whisper / "generation_config.json").read_text())
-    generation.update(lang_to_id={"<|en|>": 50259, "<|de|>": 50261, "<|fr|>": 50265}, alignment_heads=[[1, 0], [1, 3]],
-                      suppress_tokens=[1, 2, 7], begin_suppress_tokens=[220, 50257], no_timestamps_token_id=50363)
-    (whisper / "generation_config.json").write_text(json.dumps(generation))
+    build_tiny_whisper(whisper, whisper_base / "tokenizer.json", fp16_exact=True, d_model=32,
+                       encoder_ffn_dim=64, decoder_ffn_dim=64)
     qwen = build_checkpoint(work / "qwen3-tiny-random", seed=21)
     for name, source, precisions in (("whisper-tiny", whisper, ("fp32", "fp16")),
                                      ("qwen3-tiny", qwen, ("fp32", "fp16", "int8", "int4"))):

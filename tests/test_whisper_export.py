@@ -23,8 +23,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from tokenizers import Tokenizer
-from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                          WhisperTokenizerFast)
+from transformers import WhisperFeatureExtractor, WhisperTokenizerFast
 
 from qasr_edge.package import read_package
 from qasr_edge.tooling.ctranslate2 import read_model_bin, whisper_config_kwargs, whisper_state_dict
@@ -402,28 +401,13 @@ def test_missing_tooling_dependency_says_what_to_install():
 
 # --- CTranslate2 reader on converted tiny checkpoints -------------------------------------------
 
-def tiny_config(**overrides) -> WhisperConfig:
-    kwargs = dict(vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-                  encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                  max_source_positions=1500, max_target_positions=448, decoder_start_token_id=50258,
-                  eos_token_id=50257, pad_token_id=50257, bos_token_id=50257)
-    return WhisperConfig(**{**kwargs, **overrides})
-
-
 @pytest.fixture(scope="module")
 def tiny_hf(tmp_path_factory, whisper_base_ct2):
     """A random 2-layer Whisper saved like a Hub folder, with the real tokenizer as vocab.json + merges.txt."""
-    torch.manual_seed(0)
+    from qasr_edge.tooling.whisper import build_tiny_whisper
+
     folder = tmp_path_factory.mktemp("tiny-whisper")
-    model = WhisperForConditionalGeneration(tiny_config()).eval()
-    model.save_pretrained(folder)
-    WhisperTokenizerFast(tokenizer_file=str(whisper_base_ct2 / "tokenizer.json")).save_pretrained(folder)
-    (folder / "tokenizer.json").unlink()  # make the exporter build it from vocab.json + merges.txt
-    generation = json.loads((folder / "generation_config.json").read_text())
-    generation.update(lang_to_id={"<|en|>": 50259, "<|de|>": 50261, "<|fr|>": 50265}, alignment_heads=[[1, 0], [1, 3]],
-                      suppress_tokens=[1, 2, 7], begin_suppress_tokens=[220, 50257], no_timestamps_token_id=50363)
-    (folder / "generation_config.json").write_text(json.dumps(generation))
-    return folder, model
+    return folder, build_tiny_whisper(folder, whisper_base_ct2 / "tokenizer.json")
 
 
 @pytest.mark.parametrize("quantization", ["float32", "float16", "bfloat16", "int16", "int8"])

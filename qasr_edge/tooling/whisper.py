@@ -407,6 +407,38 @@ def export_whisper(source: WhisperSource, out_dir: str | Path) -> dict[str, Any]
     }
 
 
+def build_tiny_whisper(folder: str | Path, tokenizer_json: str | Path, *, seed: int = 0, fp16_exact: bool = False,
+                       **config: Any) -> Any:
+    """A random 2-layer multilingual Whisper saved like a Hub folder, for the tests and the GPU
+    check: the real vocabulary (`tokenizer_json`, saved as vocab.json + merges.txt, so the exporter
+    builds tokenizer.json itself) and a generation config with languages, alignment heads and
+    suppressed tokens. `config` overrides the dimensions (d_model 64, ffn 128); `fp16_exact` rounds
+    the weights to float16 values (an fp16 package then keeps a 2-byte token table). Returns the
+    transformers model."""
+    torch = require("torch")
+    transformers = require("transformers")
+
+    dims = dict(vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
+                encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                max_source_positions=1500, max_target_positions=448, decoder_start_token_id=50258,
+                eos_token_id=50257, pad_token_id=50257, bos_token_id=50257)
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    model = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**{**dims, **config})).eval()
+    if fp16_exact:
+        with torch.no_grad():
+            for weight in model.parameters():
+                weight.copy_(weight.half().float())
+    model.save_pretrained(folder)
+    transformers.WhisperTokenizerFast(tokenizer_file=str(tokenizer_json)).save_pretrained(folder)
+    (folder / "tokenizer.json").unlink()
+    generation = json.loads((folder / "generation_config.json").read_text())
+    generation.update(lang_to_id={"<|en|>": 50259, "<|de|>": 50261, "<|fr|>": 50265}, alignment_heads=[[1, 0], [1, 3]],
+                      suppress_tokens=[1, 2, 7], begin_suppress_tokens=[220, 50257], no_timestamps_token_id=50363)
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    return model
+
+
 def export_ct2_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Any]:
     return export_whisper(load_ct2_whisper(folder), out_dir)
 
