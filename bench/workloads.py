@@ -144,8 +144,86 @@ def lecture() -> tuple[Path, str]:
     return path, reference
 
 
+# A third long-form English recording, for checking what the lecture tuned (a different topic,
+# other sentences, pauses that vary): (tool, voice, text, pause after it in seconds).
+TALK = [
+    ("espeak-ng", "en-us", "Good evening, and thank you for coming to this talk about the night sky.", 0.5),
+    ("flite", "slt", "Before we start, please switch your phones to silent mode.", 1.1),
+    ("flite", "rms", "Tonight we will find four planets without a telescope.", 0.6),
+    ("espeak-ng", "en", "Venus is the brightest of them and shines low in the west after sunset.", 0.8),
+    ("flite", "awb", "Jupiter rises in the east around nine and looks like a steady yellow lamp.", 0.4),
+    ("flite", "kal", "Stars twinkle because their light is bent by moving air, but planets mostly do not.", 1.3),
+    ("espeak-ng", "en-us", "Mars is smaller and has a clear orange colour that is easy to recognise.", 0.7),
+    ("flite", "slt", "Saturn is fainter, so you need a dark place far away from street lights.", 0.5),
+    ("flite", "rms", "Binoculars are enough to see the four largest moons of Jupiter.", 0.9),
+    ("espeak-ng", "en", "Galileo saw them in sixteen ten and drew their positions night after night.", 0.6),
+    ("flite", "awb", "He noticed that they moved, and concluded that they were circling the planet.", 1.0),
+    ("flite", "kal", "That simple drawing changed how people thought about the centre of the universe.", 0.5),
+    ("espeak-ng", "en-us", "Our own moon is best observed when it is half full, not when it is full.", 0.8),
+    ("flite", "slt", "Along the line between light and shadow, the craters cast long dark shadows.", 0.4),
+    ("flite", "rms", "The largest crater you can see with binoculars is almost a hundred kilometres wide.", 1.2),
+    ("espeak-ng", "en", "Comets are balls of ice and dust that grow a tail as they approach the sun.", 0.6),
+    ("flite", "awb", "Most of them are too faint to see, but every few years a bright one appears.", 0.7),
+    ("flite", "kal", "Meteor showers happen when the earth passes through the dust left by a comet.", 0.5),
+    ("espeak-ng", "en-us", "The best shower of the year peaks in the middle of August.", 0.9),
+    ("flite", "slt", "Lie on your back, let your eyes adapt for twenty minutes, and be patient.", 0.6),
+    ("flite", "rms", "A red torch keeps your night vision, because the eye is less sensitive to red light.", 1.0),
+    ("espeak-ng", "en", "Light pollution hides most stars from people who live in large cities.", 0.4),
+    ("flite", "awb", "Some villages have turned off their street lights after midnight to help.", 0.8),
+    ("flite", "kal", "Next month our club will drive to the hills for a whole night of observing.", 0.5),
+    ("espeak-ng", "en-us", "We will bring two large telescopes, hot tea and a few folding chairs.", 1.1),
+    ("flite", "slt", "If the weather is cloudy, we will move the trip to the following Saturday.", 0.6),
+    ("flite", "rms", "You can sign up at the desk by the door, or send a message to the secretary.", 0.7),
+    ("espeak-ng", "en", "Children are welcome, but they must be accompanied by an adult.", 0.5),
+    ("flite", "awb", "Now let us turn off the lights and look at the first picture together.", 0.8),
+]
+
+
+def talk() -> tuple[Path, str]:
+    """The TALK sentences synthesized like the lecture, into bench/data/talk/ (not committed)."""
+    folder = OUT / "talk"
+    path = folder / "talk.wav"
+    reference = " ".join(text for _, _, text, _ in TALK)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        parts = []
+        for tool, voice, text, pause in TALK:
+            parts += [synthesize(tool, voice, text), np.zeros(int(pause * 16000), dtype=np.int16)]
+        write_wav(path, np.concatenate(parts))
+    (folder / "reference.txt").write_text(reference + "\n", encoding="utf-8")
+    return path, reference
+
+
+REVOICED_VOICES = [("flite", "slt"), ("espeak-ng", "en-us"), ("flite", "rms"), ("flite", "awb"), ("espeak-ng", "en"),
+                   ("flite", "kal")]
+
+
+def revoiced() -> list[tuple[Path, str]]:
+    """The LECTURE and the TALK sentences read again by other voices (sentence i by voice
+    i + 3 of REVOICED_VOICES) with pauses of 0.3-1.4 s: two more recordings of the same kind,
+    for checking stream policies on more than one reading. Written once under
+    bench/data/revoiced/ (not committed): lecture_v.wav and talk_v.wav, each with a .txt."""
+    folder = OUT / "revoiced"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    out = []
+    for name, sentences in (("lecture_v", [t for _, _, t in LECTURE]), ("talk_v", [t for _, _, t, _ in TALK])):
+        path, reference = folder / f"{name}.wav", " ".join(sentences)
+        pauses = rng.uniform(0.3, 1.4, len(sentences))
+        if not path.exists():
+            parts = []
+            for i, (text, pause) in enumerate(zip(sentences, pauses)):
+                tool, voice = REVOICED_VOICES[(i + 3) % len(REVOICED_VOICES)]
+                parts += [synthesize(tool, voice, text), np.zeros(int(pause * 16000), dtype=np.int16)]
+            write_wav(path, np.concatenate(parts))
+        path.with_suffix(".txt").write_text(reference + "\n", encoding="utf-8")
+        out.append((path, reference))
+    return out
+
+
 WORKLOADS = {"long_meeting": lambda: [long_meeting()], "short_clips_36": short_clips_36,
-             "lecture": lambda: [lecture()[0]]}
+             "lecture": lambda: [lecture()[0]], "talk": lambda: [talk()[0]],
+             "revoiced": lambda: [p for p, _ in revoiced()]}
 
 if __name__ == "__main__":  # python bench/workloads.py short_clips_36  -> one path per line
     import sys

@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="silence that ends an utterance (default: 1500 for Whisper, 800 for Qwen3-ASR)")
         st.add_argument("--beam-size", "-b", type=int, default=None,
                         help="Whisper: beams per update (default: the profile's, 5 on x86-64)")
+        st.add_argument("--commit-prob", type=float, default=None,
+                        help="Whisper: commit a word without waiting for the next hypothesis when the decoder "
+                             "chose each of its tokens with at least this probability (default 0.95; 1 always waits)")
         st.add_argument("--no-partials", action="store_true", help="emit final events only")
 
     m = sub.add_parser("models", help="list model packages")
@@ -142,8 +145,10 @@ def _open_stream(args):
     from .model import load_model
 
     model = load_model(args.model, profile=args.profile, threads=args.threads, precision=args.precision)
+    given = {} if args.commit_prob is None else {"commit_prob": args.commit_prob}
     return model.stream(language=args.language, context=args.context, chunk_ms=args.chunk_ms,
-                        endpoint_ms=args.endpoint_ms, beam_size=args.beam_size, partials=not args.no_partials)
+                        endpoint_ms=args.endpoint_ms, beam_size=args.beam_size, partials=not args.no_partials,
+                        **given)
 
 
 def cmd_stream(args) -> int:

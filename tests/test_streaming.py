@@ -20,7 +20,8 @@ import pytest
 import qasr_edge
 from qasr_edge.audio import load_audio
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
-from qasr_edge.streaming.agreement import before_loop, complete_words, local_agreement, rollback
+from qasr_edge.streaming.agreement import (agreed_tokens, before_loop, complete_words, confident_words,
+                                          local_agreement, rollback)
 from qasr_edge.streaming.endpoint import Endpointer
 from qasr_edge.streaming.session import drive
 from qasr_edge.streaming.whisper import parse_hypothesis
@@ -83,6 +84,36 @@ def test_local_agreement_commits_whole_agreed_words():
     assert rollback([100, 5, 5, 5], 1, starts_word) == 0               # one word still open: nothing
 
 
+# spelled words for the spelling-aware policy: ids >= 100 begin a word; 1 is "," (no letters)
+SPELLING = {100: " our", 101: " club", 102: " will", 103: " drive", 105: " Our", 106: " to", 1: ",", 2: "s"}
+
+
+def spelling(tokens) -> str:
+    return "".join(c for c in "".join(SPELLING[t] for t in tokens).lower() if c.isalnum())
+
+
+def test_words_agree_when_spelled_the_same_case_and_punctuation_aside():
+    prev = [100, 101, 102, 103]                              # " our club will drive"
+    cur = [1, 105, 101, 1, 102, 103, 106]                    # ", Our club, will drive to"
+    assert local_agreement(prev, cur, starts_word) == 0     # as tokens they differ from the first
+    assert agreed_tokens(prev, cur, starts_word, spelling) == 6
+    assert local_agreement(prev, cur, starts_word, spelling) == 5        # "drive" ends prev: still open
+    assert local_agreement(prev + [106], cur, starts_word, spelling) == 6    # both go on past "drive"
+    assert local_agreement(prev[:3], cur, starts_word, spelling) == 4
+    assert local_agreement([100, 101, 2], [100, 101, 102], starts_word, spelling) == 1   # "clubs" != "club"
+    assert local_agreement([], cur, starts_word, spelling) == 0
+
+
+def test_confident_words_commit_whole_and_stop_at_the_first_doubt():
+    tokens = [100, 2, 101, 102, 103]
+    probs = [0.99, 0.95, 0.97, 0.5, 0.99]
+    ends = [0.2, 0.4, 0.8, 1.2, 1.6]
+    assert confident_words(tokens, probs, ends, 0, starts_word, 0.9, 10.0) == 3    # stops at "will" (0.5)
+    assert confident_words(tokens, probs, ends, 0, starts_word, 0.9, 0.5) == 2     # "club" ends too late
+    assert confident_words(tokens, probs, ends, 3, starts_word, 0.4, 10.0) == 4    # "drive" is the last: open
+    assert confident_words(tokens, probs, ends, 0, starts_word, 0.96, 10.0) == 0   # "our" has a 0.95 token
+
+
 def test_a_phrase_said_twice_in_a_row_is_a_loop_and_its_repeat_is_not_committed():
     loop = [105, 100, 5, 101, 102, 103]                   # "105 100. 101 102 103": 5 words, one with a tail
     assert before_loop([], loop + loop + [104], 13, starts_word) == 6            # commit the first copy only
@@ -110,6 +141,8 @@ def test_hypothesis_times_from_timestamps():
     assert h.tokens == [1, 2, 3, 4]
     assert np.allclose(h.ends, [0.5, 1.0, 2.0, 3.0]) and np.allclose(h.starts, [0.0, 0.5, 1.0, 2.0])
     assert h.segment_ends == [2, 3] and np.allclose(h.segment_times, [1.0, 2.0])
+    h = parse_hypothesis([tb + 0, 1, 2, tb + 50, 3], tb, 3.0, lambda t: 1, probs=[1.0, 0.5, 0.6, 0.9, 0.7])
+    assert h.probs == [0.5, 0.6, 0.7]                     # the text tokens' probabilities, in order
 
 
 def test_options_and_events_are_checked():
@@ -117,6 +150,8 @@ def test_options_and_events_are_checked():
         StreamOptions(chunk_ms=645)
     with pytest.raises(ValueError):
         StreamOptions(max_segment_s=40)
+    with pytest.raises(ValueError, match="commit_prob"):
+        StreamOptions(commit_prob=0.0)
     with pytest.raises(TypeError, match="chunk_size"):
         StreamOptions.from_kwargs(chunk_size=3)
     with pytest.raises(ValueError):
@@ -237,11 +272,32 @@ def test_whisper_commits_a_closed_segment_once_two_hypotheses_agree(whisper):
     t = whisper.family.tokens
     text_ids = whisper.family.tokenizer.encode(" Hello world.")
     tokens = [t.timestamp_begin] + text_ids + [t.timestamp_begin + 50]   # <|0.00|> Hello world.<|1.00|>
-    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens), no_speech_prob=0.0,
-                                       avg_logprob=-0.1, compression_ratio=1.0)
+    unsure = [np.log(0.5)] * len(tokens)                   # below commit_prob: agreement decides
+    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=unsure),
+                                       no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
     assert [e.type for e in stream._commit(hypothesis, 0, 150, False)] == ["partial"]
     events = stream._commit(hypothesis, 0, 150, False)
     assert [(e.type, e.text) for e in events] == [("final", " Hello world.")]
+
+
+def test_whisper_commits_sure_words_that_ended_before_the_buffer_end_at_once(whisper):
+    """A word whose tokens all had at least commit_prob, followed by another word and ended
+    CONFIDENT_BEFORE_END_S before the buffer's end, is final on the first hypothesis; with
+    commit_prob 1 it waits for a second one."""
+    t = whisper.family.tokens
+    ids = [whisper.family.tokenizer.encode(w) for w in (" Hello", " there", " world")]
+    tokens = [t.timestamp_begin] + ids[0] + [t.timestamp_begin + 25, t.timestamp_begin + 25] + ids[1] + \
+        [t.timestamp_begin + 50, t.timestamp_begin + 50] + ids[2]          # Hello 0-0.5 s, there 0.5-1 s, world
+    sure = [np.log(0.99)] * len(tokens)
+    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=sure),
+                                       no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
+    finals = lambda events: [e.text for e in events if e.type == "final"]   # noqa: E731
+    # 1.2 s of buffer: " Hello" ended 0.7 s before its end, " there" only 0.2 s
+    assert finals(whisper.family.open_stream(StreamOptions(beam_size=1))._commit(hypothesis, 0, 120, False)) \
+        == [" Hello"]
+    waits = whisper.family.open_stream(StreamOptions(beam_size=1, commit_prob=1.0))
+    assert finals(waits._commit(hypothesis, 0, 120, False)) == []
+    assert finals(waits._commit(hypothesis, 0, 120, False)) == [" Hello there"]    # agreed: both go on
 
 
 def test_endpoint_defaults_per_family(whisper, qwen):

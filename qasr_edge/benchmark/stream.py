@@ -172,7 +172,8 @@ def _load(spec: dict[str, Any], threads: int | None = None):
 
 def _stream_options(spec: dict[str, Any]) -> dict[str, Any]:
     return {"language": spec.get("language"), "chunk_ms": spec.get("chunk_ms"), "beam_size": spec["beam_size"],
-            "endpoint_ms": spec.get("endpoint_ms")}
+            "endpoint_ms": spec.get("endpoint_ms"),
+            **({} if spec.get("commit_prob") is None else {"commit_prob": spec["commit_prob"]})}
 
 
 def single(spec: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +347,9 @@ def add_parser(workloads) -> None:
     s.add_argument("--language", "-l", default=None, help="language code (default: detected per utterance)")
     s.add_argument("--endpoint-ms", type=int, default=None,
                    help="silence that ends an utterance (default: the model family's)")
+    s.add_argument("--commit-prob", type=float, default=None,
+                   help="Whisper: commit a word at once when each of its tokens had at least this probability "
+                        "(default: the stream's, 0.95; 1 waits for agreement)")
     s.add_argument("--streams", type=int, nargs="+", default=[],
                    help="concurrency test: N sessions played live for as long as the audio, for each N")
     s.add_argument("--workers", type=int, default=None,
@@ -381,7 +385,7 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     common = {"package": str(package), "profile": args.profile, "threads": args.threads, "audio": audio,
               "seconds": args.seconds, "chunk_ms": args.chunk_ms, "beam_size": args.beam_size,
               "language": args.language, "endpoint_ms": args.endpoint_ms, "workers": args.workers,
-              "stagger": args.stagger}
+              "stagger": args.stagger, "commit_prob": args.commit_prob}
 
     log("single stream ...")
     one = run_process({"side": "stream:single", **common})

@@ -22,6 +22,11 @@ class WordStarts:
             self._known[token] = known
         return known
 
+    def spelling(self, tokens: Sequence[int]) -> str:
+        """What a word says, for comparing two hypotheses: its letters and digits in lower case,
+        so that "Hills." and "hills," or ", our" and " our" are the same word."""
+        return "".join(c for c in self.tokenizer.decode(list(tokens)).lower() if c.isalnum())
+
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
@@ -41,10 +46,74 @@ def complete_words(tokens: Sequence[int], n: int, starts_word: Callable[[int], b
     return 0
 
 
-def local_agreement(previous: Sequence[int], current: Sequence[int], starts_word: Callable[[int], bool]) -> int:
+def words(tokens: Sequence[int], starts_word: Callable[[int], bool],
+          spelling: Callable[[Sequence[int]], str] | None = None) -> list[tuple[int, int, str]]:
+    """(first token, end token, key) of each word of `tokens`. Without `spelling` a word's key is
+    its tokens; with it, its spelling, and a piece that spells nothing (punctuation after a
+    space, or before the first word) joins the word before it (or the one after it)."""
+    bounds = [i for i in range(len(tokens)) if i == 0 or starts_word(tokens[i])] + [len(tokens)]
+    out: list[list] = []
+    for a, b in zip(bounds, bounds[1:]):
+        key = spelling(tokens[a:b]) if spelling else tuple(tokens[a:b])
+        if spelling and not key and out:
+            out[-1][1] = b                       # punctuation: part of the word before it
+        elif out and not out[-1][2] and spelling:
+            out[-1][1:] = [b, key]               # the words so far spelled nothing: this one takes them
+        else:
+            out.append([a, b, key])
+    return [tuple(w) for w in out]
+
+
+def _agreed(pw: list[tuple[int, int, str]], cw: list[tuple[int, int, str]]) -> int:
+    """How many leading words two word lists spell the same."""
+    k = 0
+    while k < min(len(pw), len(cw)) and pw[k][2] and pw[k][2] == cw[k][2]:
+        k += 1
+    return k
+
+
+def agreed_tokens(previous: Sequence[int], current: Sequence[int], starts_word: Callable[[int], bool],
+                  spelling: Callable[[Sequence[int]], str] | None = None) -> int:
+    """How many leading tokens of `current` are words that `previous` says too, in the same order
+    from the start: tokens that are the same, or, with `spelling`, words spelled the same."""
+    if spelling is None:
+        return common_prefix(previous, current)
+    cw = words(current, starts_word, spelling)
+    k = _agreed(words(previous, starts_word, spelling), cw)
+    return cw[k - 1][1] if k else 0
+
+
+def local_agreement(previous: Sequence[int], current: Sequence[int], starts_word: Callable[[int], bool],
+                    spelling: Callable[[Sequence[int]], str] | None = None) -> int:
     """How many leading tokens of `current` to commit: the words two consecutive hypotheses
-    agree on (LocalAgreement-2), whole words only."""
-    return complete_words(current, common_prefix(previous, current), starts_word)
+    agree on (LocalAgreement-2), whole words only. Without `spelling`, tokens agree and a word is
+    whole once the first token of the next one agrees too; with it, words spelled the same agree
+    (case and punctuation aside), and the last of them is whole once both hypotheses go on past
+    it."""
+    if spelling is None:
+        return complete_words(current, common_prefix(previous, current), starts_word)
+    pw, cw = words(previous, starts_word, spelling), words(current, starts_word, spelling)
+    k = _agreed(pw, cw)
+    if k and k < len(pw) and k < len(cw):
+        return cw[k - 1][1]
+    return cw[k - 2][1] if k >= 2 else 0
+
+
+def confident_words(tokens: Sequence[int], probs: Sequence[float], ends: Sequence[float], start: int,
+                    starts_word: Callable[[int], bool], min_prob: float, before: float) -> int:
+    """How many leading tokens of `tokens` to commit on one hypothesis alone, going on from
+    `start` word by word: a word goes once the decoder chose every one of its tokens with at least
+    `min_prob`, it is whole (the next word starts in `tokens`) and it ended (`ends`, per token) no
+    later than `before`. The first word that falls short stops it."""
+    n = start
+    while n < len(tokens):
+        end = n + 1
+        while end < len(tokens) and not starts_word(tokens[end]):
+            end += 1
+        if end == len(tokens) or min(probs[n:end]) < min_prob or ends[end - 1] > before:
+            break
+        n = end
+    return n
 
 
 def rollback(tokens: Sequence[int], keep_provisional: int, starts_word: Callable[[int], bool]) -> int:

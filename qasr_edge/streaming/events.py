@@ -50,6 +50,9 @@ class StreamOptions:
     max_segment_s: float = 20.0       # an utterance longer than this is committed and cut
     vad_threshold: float = 0.5        # speech probability of a 32 ms frame that counts as speech
     beam_size: int = 1                # Whisper: beams per update (1 = greedy)
+    commit_prob: float = 0.95         # Whisper: a word whose every token the decoder chose with at
+                                      # least this probability is committed without waiting for the
+                                      # next hypothesis to agree (1.0: always wait)
     rollback_tokens: int = 5          # Qwen3-ASR: the last k decoded tokens stay provisional
     unfixed_chunks: int = 2           # Qwen3-ASR: the first n updates of an utterance commit nothing
     reuse: bool = True                # Qwen3-ASR: reuse finished encoder windows and the decoder's
@@ -67,6 +70,8 @@ class StreamOptions:
             raise ValueError("vad_threshold must be between 0 and 1")
         if not 1 <= self.beam_size <= 10:
             raise ValueError("beam_size must be between 1 and 10")
+        if not 0.0 < self.commit_prob <= 1.0:
+            raise ValueError("commit_prob must be above 0 and at most 1")
         if self.rollback_tokens < 0 or self.unfixed_chunks < 0:
             raise ValueError("rollback_tokens and unfixed_chunks must be >= 0")
 

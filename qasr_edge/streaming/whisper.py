@@ -6,8 +6,9 @@ windows shorter than Whisper's 30 s; 30 s otherwise), prompted with the text com
 buffer, the tokens committed in the buffer forced as the start of the transcript (so only the rest
 is generated). The words that this hypothesis and the previous one agree on become a final (a
 word is whole once the next one starts, or once the decoder closed its segment with a timestamp);
-the rest is a partial. Once the buffer is longer than TRIM_SECONDS it is trimmed at the end of
-the last committed segment, and past `max_segment_s` it is committed and cut. The voice-activity
+words agree when they are spelled the same, case and punctuation aside. Words the decoder chose
+with at least `commit_prob` do not wait for the next hypothesis. The rest is a partial. Once the
+buffer is longer than TRIM_SECONDS it is trimmed at the end of the last committed segment, and past `max_segment_s` it is committed and cut. The voice-activity
 detector ends utterances (what is decoded then is final) and keeps silence away from the decoder;
 a chunk without speech inside an utterance is not decoded.
 
@@ -25,7 +26,8 @@ from .. import _core
 from ..options import TranscribeOptions
 from ..families.whisper.graphs import join_windows, take_windows
 from ..search import Decoded
-from .agreement import WordStarts, before_loop, common_prefix, complete_words, local_agreement
+from .agreement import (WordStarts, agreed_tokens, before_loop, complete_words, confident_words,
+                        local_agreement)
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
@@ -38,24 +40,30 @@ MAX_NEW_TOKENS = 200        # generation cap per update (a loop stops there); th
                             # stream, so a result does not depend on its batch mates
 NO_SPEECH = (0.6, -1.0)     # no-speech probability above, average log-prob below: no text
 MAX_COMPRESSION = 2.4       # a more repetitive hypothesis commits nothing
+CONFIDENT_BEFORE_END_S = 0.5   # a word committed on confidence ended this long before the buffer's end
 
 
 @dataclass
 class Hypothesis:
     """One decode of the buffer: its text tokens, each with start and end (seconds from the
-    buffer start), and where its closed segments (ended by a timestamp) end."""
+    buffer start) and the probability the decoder gave it, and where its closed segments (ended
+    by a timestamp) end."""
 
     tokens: list[int] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
     segment_ends: list[int] = field(default_factory=list)      # token counts
     segment_times: list[float] = field(default_factory=list)   # seconds
 
 
-def parse_hypothesis(tokens: list[int], timestamp_begin: int, duration: float, weight) -> Hypothesis:
+def parse_hypothesis(tokens: list[int], timestamp_begin: int, duration: float, weight,
+                     probs: list[float] | None = None) -> Hypothesis:
     """Text tokens with times: each run of text between timestamp tokens spans its two stamps
-    (a run the decoder did not close ends at `duration`), shared among its tokens by `weight`."""
+    (a run the decoder did not close ends at `duration`), shared among its tokens by `weight`.
+    `probs`: one per token of `tokens` (default 1.0)."""
     h = Hypothesis()
+    h.probs = [p for t, p in zip(tokens, probs or [1.0] * len(tokens)) if t < timestamp_begin]
     run: list[int] = []
     run_start = 0.0
 
@@ -165,17 +173,25 @@ class WhisperStream(VoiceSession):
         if d.compression_ratio > MAX_COMPRESSION and not commit_all:
             return []   # a loop: wait for more audio
         raw = self.prefix + ([] if silent else d.best.tokens)
-        h = parse_hypothesis(raw, self.model.tokens.timestamp_begin, duration, self._weight)
+        generated = [] if silent else np.exp(d.best.token_logprobs[:len(d.best.tokens)]).tolist()
+        probs = [1.0] * len(self.prefix) + generated
+        h = parse_hypothesis(raw, self.model.tokens.timestamp_begin, duration, self._weight, probs)
         done = self._skip_committed(h.tokens)
         current = h.tokens[done:]
         if commit_all:
             take = len(current)
         else:
-            take = local_agreement(self.previous, current, self._starts_word)
+            spelling = self._starts_word.spelling
+            take = local_agreement(self.previous, current, self._starts_word, spelling)
+            if self.options.commit_prob < 1.0:
+                # words the decoder is sure of commit on this hypothesis alone, once they ended a
+                # little before the buffer's end
+                take = confident_words(current, h.probs[done:], h.ends[done:], take, self._starts_word,
+                                       self.options.commit_prob, duration - CONFIDENT_BEFORE_END_S)
             closed = [n - done for n in h.segment_ends if n > done]   # segment ends, in `current`
             # a segment the decoder closed (a timestamp after its text) ends a whole word: commit
             # through it once the previous hypothesis agrees on all of it
-            agreed = common_prefix(self.previous, current)
+            agreed = agreed_tokens(self.previous, current, self._starts_word, spelling)
             take = max([take] + [n for n in closed if n <= agreed])
             if duration >= self.options.max_segment_s:   # too long: commit through the last closed segment
                 take = max(take, closed[-1] if closed else complete_words(current, len(current), self._starts_word))
