@@ -8,9 +8,10 @@ is generated). The words that this hypothesis and the previous one agree on beco
 word is whole once the next one starts, or once the decoder closed its segment with a timestamp);
 words agree when they are spelled the same, case and punctuation aside. Words the decoder chose
 with at least `commit_prob` do not wait for the next hypothesis. The rest is a partial. Once the
-buffer is longer than TRIM_SECONDS it is trimmed at the end of the last committed segment, and past `max_segment_s` it is committed and cut. The voice-activity
-detector ends utterances (what is decoded then is final) and keeps silence away from the decoder;
-a chunk without speech inside an utterance is not decoded.
+buffer is longer than TRIM_SECONDS it is trimmed at the end of the last committed segment, and
+past `max_segment_s` it is committed and cut. The voice-activity detector ends utterances (what is
+decoded then is final) and keeps silence away from the decoder; a chunk without speech inside an
+utterance is not decoded.
 
 Updates ask for their encoder and decoder calls as `Work`, so a `StreamScheduler` can batch the
 calls of many streams.
