@@ -20,7 +20,7 @@ import pytest
 import qasr_edge
 from qasr_edge.audio import load_audio
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
-from qasr_edge.streaming.agreement import (agreed_tokens, before_loop, complete_words, confident_words,
+from qasr_edge.streaming.agreement import (WordStarts, agreed_tokens, before_loop, complete_words, confident_words,
                                           local_agreement, rollback)
 from qasr_edge.streaming.endpoint import Endpointer
 from qasr_edge.streaming.session import drive
@@ -295,9 +295,21 @@ def test_whisper_commits_sure_words_that_ended_before_the_buffer_end_at_once(whi
     # 1.2 s of buffer: " Hello" ended 0.7 s before its end, " there" only 0.2 s
     assert finals(whisper.family.open_stream(StreamOptions(beam_size=1))._commit(hypothesis, 0, 120, False)) \
         == [" Hello"]
+    # commit_prob 1 waits for agreement even for tokens the decoder was certain of (log-prob 0)
+    certain = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=[0.0] * len(tokens)),
+                                    no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
     waits = whisper.family.open_stream(StreamOptions(beam_size=1, commit_prob=1.0))
-    assert finals(waits._commit(hypothesis, 0, 120, False)) == []
-    assert finals(waits._commit(hypothesis, 0, 120, False)) == [" Hello there"]    # agreed: both go on
+    assert finals(waits._commit(certain, 0, 120, False)) == []
+    assert finals(waits._commit(certain, 0, 120, False)) == [" Hello there"]    # agreed: both go on
+
+
+def test_word_spelling_leaves_out_case_spaces_and_punctuation(whisper):
+    tokenizer = whisper.family.tokenizer
+    starts = WordStarts(tokenizer)
+    assert starts.spelling(tokenizer.encode(", Our")) == starts.spelling(tokenizer.encode(" our")) == "our"
+    assert starts.spelling(tokenizer.encode(" Hills.")) == "hills"
+    assert starts.spelling(tokenizer.encode(" 20")) == "20"
+    assert starts.spelling(tokenizer.encode(",")) == ""
 
 
 def test_endpoint_defaults_per_family(whisper, qwen):
