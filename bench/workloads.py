@@ -130,18 +130,29 @@ def synthesize(tool: str, voice: str, text: str) -> np.ndarray:
 def lecture() -> tuple[Path, str]:
     """The LECTURE sentences synthesized (flite, espeak-ng and sox, as the fixtures are) into one
     file, and its reference text. Written once under bench/data/lecture/ (not committed)."""
-    folder = OUT / "lecture"
-    path = folder / "lecture.wav"
-    reference = " ".join(text for _, _, text in LECTURE)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        pause = np.zeros(int(LECTURE_PAUSE_S * 16000), dtype=np.int16)
-        parts = []
-        for tool, voice, text in LECTURE:
-            parts += [synthesize(tool, voice, text), pause]
-        write_wav(path, np.concatenate(parts))
-    (folder / "reference.txt").write_text(reference + "\n", encoding="utf-8")
-    return path, reference
+    path = OUT / "lecture" / "lecture.wav"
+    read_aloud(path, [(tool, voice, text, LECTURE_PAUSE_S) for tool, voice, text in LECTURE])
+    return path, _reference(path, [text for _, _, text in LECTURE], "reference.txt")
+
+
+def read_aloud(path: Path, lines: list[tuple[str, str, str, float]]) -> None:
+    """(tool, voice, text, seconds of silence after it) read in turn into one 16 kHz file, unless
+    `path` exists already."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for tool, voice, text, pause in lines:
+        parts += [synthesize(tool, voice, text), np.zeros(int(pause * 16000), dtype=np.int16)]
+    write_wav(path, np.concatenate(parts))
+
+
+def _reference(path: Path, sentences: list[str], name: str) -> str:
+    """The sentences joined, written beside the recording as `name`; returns the text."""
+    reference = " ".join(sentences)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / name).write_text(reference + "\n", encoding="utf-8")
+    return reference
 
 
 # A third long-form English recording, for checking what the lecture tuned (a different topic,
@@ -181,17 +192,9 @@ TALK = [
 
 def talk() -> tuple[Path, str]:
     """The TALK sentences synthesized like the lecture, into bench/data/talk/ (not committed)."""
-    folder = OUT / "talk"
-    path = folder / "talk.wav"
-    reference = " ".join(text for _, _, text, _ in TALK)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        parts = []
-        for tool, voice, text, pause in TALK:
-            parts += [synthesize(tool, voice, text), np.zeros(int(pause * 16000), dtype=np.int16)]
-        write_wav(path, np.concatenate(parts))
-    (folder / "reference.txt").write_text(reference + "\n", encoding="utf-8")
-    return path, reference
+    path = OUT / "talk" / "talk.wav"
+    read_aloud(path, TALK)
+    return path, _reference(path, [text for _, _, text, _ in TALK], "reference.txt")
 
 
 REVOICED_VOICES = [("flite", "slt"), ("espeak-ng", "en-us"), ("flite", "rms"), ("flite", "awb"), ("espeak-ng", "en"),
@@ -203,21 +206,14 @@ def revoiced() -> list[tuple[Path, str]]:
     i + 3 of REVOICED_VOICES) with pauses of 0.3-1.4 s: two more recordings of the same kind,
     for checking stream policies on more than one reading. Written once under
     bench/data/revoiced/ (not committed): lecture_v.wav and talk_v.wav, each with a .txt."""
-    folder = OUT / "revoiced"
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     out = []
     for name, sentences in (("lecture_v", [t for _, _, t in LECTURE]), ("talk_v", [t for _, _, t, _ in TALK])):
-        path, reference = folder / f"{name}.wav", " ".join(sentences)
+        path = OUT / "revoiced" / f"{name}.wav"
         pauses = rng.uniform(0.3, 1.4, len(sentences))
-        if not path.exists():
-            parts = []
-            for i, (text, pause) in enumerate(zip(sentences, pauses)):
-                tool, voice = REVOICED_VOICES[(i + 3) % len(REVOICED_VOICES)]
-                parts += [synthesize(tool, voice, text), np.zeros(int(pause * 16000), dtype=np.int16)]
-            write_wav(path, np.concatenate(parts))
-        path.with_suffix(".txt").write_text(reference + "\n", encoding="utf-8")
-        out.append((path, reference))
+        voices = [REVOICED_VOICES[(i + 3) % len(REVOICED_VOICES)] for i in range(len(sentences))]
+        read_aloud(path, [(tool, voice, text, pause) for (tool, voice), text, pause in zip(voices, sentences, pauses)])
+        out.append((path, _reference(path, sentences, f"{name}.txt")))
     return out
 
 

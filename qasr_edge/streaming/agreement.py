@@ -47,17 +47,17 @@ def complete_words(tokens: Sequence[int], n: int, starts_word: Callable[[int], b
 
 
 def words(tokens: Sequence[int], starts_word: Callable[[int], bool],
-          spelling: Callable[[Sequence[int]], str] | None = None) -> list[tuple[int, int, str]]:
-    """(first token, end token, key) of each word of `tokens`. Without `spelling` a word's key is
-    its tokens; with it, its spelling, and a piece that spells nothing (punctuation after a
-    space, or before the first word) joins the word before it (or the one after it)."""
+          spelling: Callable[[Sequence[int]], str]) -> list[tuple[int, int, str]]:
+    """(first token, end token, spelling) of each word of `tokens`; a piece that spells nothing
+    (punctuation after a space, or before the first word) joins the word before it (or the one
+    after it)."""
     bounds = [i for i in range(len(tokens)) if i == 0 or starts_word(tokens[i])] + [len(tokens)]
     out: list[list] = []
     for a, b in zip(bounds, bounds[1:]):
-        key = spelling(tokens[a:b]) if spelling else tuple(tokens[a:b])
-        if spelling and not key and out:
+        key = spelling(tokens[a:b])
+        if not key and out:
             out[-1][1] = b                       # punctuation: part of the word before it
-        elif out and not out[-1][2] and spelling:
+        elif out and not out[-1][2]:
             out[-1][1:] = [b, key]               # the words so far spelled nothing: this one takes them
         else:
             out.append([a, b, key])
