@@ -20,8 +20,8 @@ import pytest
 import qasr_edge
 from qasr_edge.audio import load_audio
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
-from qasr_edge.streaming.agreement import (WordStarts, agreed_tokens, before_loop, complete_words, confident_words,
-                                          local_agreement, rollback)
+from qasr_edge.streaming.agreement import (WordStarts, agreement, before_loop, complete_words, confident_words,
+                                          rollback)
 from qasr_edge.streaming.endpoint import Endpointer
 from qasr_edge.streaming.session import drive
 from qasr_edge.streaming.whisper import parse_hypothesis
@@ -75,10 +75,11 @@ def starts_word(t: int) -> bool:
 
 def test_local_agreement_commits_whole_agreed_words():
     prev = [100, 5, 101, 102, 6]
-    assert local_agreement(prev, [100, 5, 101, 103], starts_word) == 2     # "100 5" is whole: 101 follows
-    assert local_agreement(prev, [100, 5, 101, 102, 7], starts_word) == 3
-    assert local_agreement(prev, [104, 5], starts_word) == 0
-    assert local_agreement([], [100, 101], starts_word) == 0
+    # (commit, agreed): "100 5" is whole, as 101 follows; 101 agrees too but may go on
+    assert agreement(prev, [100, 5, 101, 103], starts_word) == (2, 3)
+    assert agreement(prev, [100, 5, 101, 102, 7], starts_word) == (3, 4)
+    assert agreement(prev, [104, 5], starts_word) == (0, 0)
+    assert agreement([], [100, 101], starts_word) == (0, 0)
     assert complete_words([100, 101, 102], 3, starts_word) == 2
     assert rollback([100, 101, 102, 103, 104, 105], 2, starts_word) == 4
     assert rollback([100, 5, 5, 5], 1, starts_word) == 0               # one word still open: nothing
@@ -95,13 +96,12 @@ def spelling(tokens) -> str:
 def test_words_agree_when_spelled_the_same_case_and_punctuation_aside():
     prev = [100, 101, 102, 103]                              # " our club will drive"
     cur = [1, 105, 101, 1, 102, 103, 106]                    # ", Our club, will drive to"
-    assert local_agreement(prev, cur, starts_word) == 0     # as tokens they differ from the first
-    assert agreed_tokens(prev, cur, starts_word, spelling) == 6
-    assert local_agreement(prev, cur, starts_word, spelling) == 5        # "drive" ends prev: still open
-    assert local_agreement(prev + [106], cur, starts_word, spelling) == 6    # both go on past "drive"
-    assert local_agreement(prev[:3], cur, starts_word, spelling) == 4
-    assert local_agreement([100, 101, 2], [100, 101, 102], starts_word, spelling) == 1   # "clubs" != "club"
-    assert local_agreement([], cur, starts_word, spelling) == 0
+    assert agreement(prev, cur, starts_word) == (0, 0)     # as tokens they differ from the first
+    assert agreement(prev, cur, starts_word, spelling) == (5, 6)         # "drive" ends prev: still open
+    assert agreement(prev + [106], cur, starts_word, spelling) == (6, 7)     # both go on past "drive"
+    assert agreement(prev[:3], cur, starts_word, spelling) == (4, 5)
+    assert agreement([100, 101, 2], [100, 101, 102], starts_word, spelling) == (1, 1)   # "clubs" != "club"
+    assert agreement([], cur, starts_word, spelling) == (0, 0)
 
 
 def test_confident_words_commit_whole_and_stop_at_the_first_doubt():
@@ -264,6 +264,21 @@ def test_whisper_stream_encodes_the_buffer_not_30_s(whisper, english, monkeypatc
         encode(np.zeros((1, 80, 1000), np.float32))
 
 
+def test_whisper_stream_pads_its_window_with_silence(whisper, english, monkeypatch):
+    """The padding after the buffer is the log-mel floor, 8 log10 units (2 after normalising) under
+    the loudest frame, which Whisper's reference gives zero samples; not zeros after normalising."""
+    graphs = whisper.family.graphs
+    windows = []
+    encode = graphs.encode
+    monkeypatch.setattr(graphs, "encode", lambda mel, *a: windows.append(mel[0].copy()) or encode(mel, *a))
+    run(whisper.stream(chunk_ms=640), english, 10240)
+    assert windows
+    for mel in windows:
+        pad = mel[:, -500:]                          # the last 5 s of a window are always padding
+        assert np.all(pad == pad[0, 0]) and pad[0, 0] == mel.min()
+        assert pad[0, 0] == pytest.approx(mel.max() - 2.0, abs=1e-5)
+
+
 def test_whisper_commits_a_closed_segment_once_two_hypotheses_agree(whisper):
     """The last word of a segment the decoder closed with a timestamp is whole: the second
     agreeing hypothesis commits all of it (without the rule only " Hello" would be, since no
@@ -293,8 +308,8 @@ def test_whisper_commits_sure_words_that_ended_before_the_buffer_end_at_once(whi
                                        no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
     finals = lambda events: [e.text for e in events if e.type == "final"]   # noqa: E731
     # 1.2 s of buffer: " Hello" ended 0.7 s before its end, " there" only 0.2 s
-    assert finals(whisper.family.open_stream(StreamOptions(beam_size=1))._commit(hypothesis, 0, 120, False)) \
-        == [" Hello"]
+    assert finals(whisper.family.open_stream(StreamOptions(beam_size=1, commit_prob=0.95))._commit(
+        hypothesis, 0, 120, False)) == [" Hello"]
     # commit_prob 1 waits for agreement even for tokens the decoder was certain of (log-prob 0)
     certain = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=[0.0] * len(tokens)),
                                     no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)

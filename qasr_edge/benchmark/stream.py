@@ -349,7 +349,7 @@ def add_parser(workloads) -> None:
                    help="silence that ends an utterance (default: the model family's)")
     s.add_argument("--commit-prob", type=float, default=None,
                    help="Whisper: commit a word at once when each of its tokens had at least this probability "
-                        "(default: the stream's, 0.95; 1 waits for agreement)")
+                        "(default: the stream's, 1: wait for agreement)")
     s.add_argument("--streams", type=int, nargs="+", default=[],
                    help="concurrency test: N sessions played live for as long as the audio, for each N")
     s.add_argument("--workers", type=int, default=None,

@@ -72,31 +72,24 @@ def _agreed(pw: list[tuple[int, int, str]], cw: list[tuple[int, int, str]]) -> i
     return k
 
 
-def agreed_tokens(previous: Sequence[int], current: Sequence[int], starts_word: Callable[[int], bool],
-                  spelling: Callable[[Sequence[int]], str] | None = None) -> int:
-    """How many leading tokens of `current` are words that `previous` says too, in the same order
-    from the start: tokens that are the same, or, with `spelling`, words spelled the same."""
-    if spelling is None:
-        return common_prefix(previous, current)
-    cw = words(current, starts_word, spelling)
-    k = _agreed(words(previous, starts_word, spelling), cw)
-    return cw[k - 1][1] if k else 0
+def agreement(previous: Sequence[int], current: Sequence[int], starts_word: Callable[[int], bool],
+              spelling: Callable[[Sequence[int]], str] | None = None) -> tuple[int, int]:
+    """(commit, agreed): how many leading tokens of `current` to commit, being the words two
+    consecutive hypotheses agree on (LocalAgreement-2), whole words only; and how many leading
+    tokens of `current` are words that `previous` says too, whole or not.
 
-
-def local_agreement(previous: Sequence[int], current: Sequence[int], starts_word: Callable[[int], bool],
-                    spelling: Callable[[Sequence[int]], str] | None = None) -> int:
-    """How many leading tokens of `current` to commit: the words two consecutive hypotheses
-    agree on (LocalAgreement-2), whole words only. Without `spelling`, tokens agree and a word is
-    whole once the first token of the next one agrees too; with it, words spelled the same agree
-    (case and punctuation aside), and the last of them is whole once both hypotheses go on past
-    it."""
+    Without `spelling`, tokens agree, and a word is whole once the first token of the next one
+    agrees too. With it, words spelled the same agree (case and punctuation aside), and the last
+    of them is whole once both hypotheses go on past it."""
     if spelling is None:
-        return complete_words(current, common_prefix(previous, current), starts_word)
+        same = common_prefix(previous, current)
+        return complete_words(current, same, starts_word), same
     pw, cw = words(previous, starts_word, spelling), words(current, starts_word, spelling)
     k = _agreed(pw, cw)
+    agreed = cw[k - 1][1] if k else 0
     if k and k < len(pw) and k < len(cw):
-        return cw[k - 1][1]
-    return cw[k - 2][1] if k >= 2 else 0
+        return agreed, agreed
+    return (cw[k - 2][1] if k >= 2 else 0), agreed
 
 
 def confident_words(tokens: Sequence[int], probs: Sequence[float], ends: Sequence[float], start: int,

@@ -50,9 +50,10 @@ class StreamOptions:
     max_segment_s: float = 20.0       # an utterance longer than this is committed and cut
     vad_threshold: float = 0.5        # speech probability of a 32 ms frame that counts as speech
     beam_size: int = 1                # Whisper: beams per update (1 = greedy)
-    commit_prob: float = 0.95         # Whisper: a word whose every token the decoder chose with at
+    commit_prob: float = 1.0          # Whisper: a word whose every token the decoder chose with at
                                       # least this probability is committed without waiting for the
-                                      # next hypothesis to agree (1.0: always wait)
+                                      # next hypothesis to agree (1.0: always wait; lower: less lag,
+                                      # more errors, BENCHMARKS.md tenth session)
     rollback_tokens: int = 5          # Qwen3-ASR: the last k decoded tokens stay provisional
     unfixed_chunks: int = 2           # Qwen3-ASR: the first n updates of an utterance commit nothing
     reuse: bool = True                # Qwen3-ASR: reuse finished encoder windows and the decoder's

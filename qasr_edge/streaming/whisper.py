@@ -1,17 +1,17 @@
 """Whisper as a stream: LocalAgreement over a growing buffer.
 
 Per update, the audio of the current utterance from the buffer's start is decoded as one encoder
-window (the buffer and at least 5 s of padding, in 5 s steps, where the package's encoder takes
+window (the buffer and at least 5 s of silence, in 5 s steps, where the package's encoder takes
 windows shorter than Whisper's 30 s; 30 s otherwise), prompted with the text committed before the
 buffer, the tokens committed in the buffer forced as the start of the transcript (so only the rest
 is generated). The words that this hypothesis and the previous one agree on become a final (a
 word is whole once the next one starts, or once the decoder closed its segment with a timestamp);
-words agree when they are spelled the same, case and punctuation aside. Words the decoder chose
-with at least `commit_prob` do not wait for the next hypothesis. The rest is a partial. Once the
-buffer is longer than TRIM_SECONDS it is trimmed at the end of the last committed segment, and
-past `max_segment_s` it is committed and cut. The voice-activity detector ends utterances (what is
-decoded then is final) and keeps silence away from the decoder; a chunk without speech inside an
-utterance is not decoded.
+words agree when they are spelled the same, case and punctuation aside. With `commit_prob` under
+1, words the decoder chose with at least that probability do not wait for the next hypothesis.
+The rest is a partial. Once the buffer is longer than TRIM_SECONDS it is trimmed at the end of
+the last committed segment, and past `max_segment_s` it is committed and cut. The voice-activity
+detector ends utterances (what is decoded then is final) and keeps silence away from the decoder;
+a chunk without speech inside an utterance is not decoded.
 
 Updates ask for their encoder and decoder calls as `Work`, so a `StreamScheduler` can batch the
 calls of many streams.
@@ -27,14 +27,15 @@ from .. import _core
 from ..options import TranscribeOptions
 from ..families.whisper.graphs import join_windows, take_windows
 from ..search import Decoded
-from .agreement import (WordStarts, agreed_tokens, before_loop, complete_words, confident_words,
-                        local_agreement)
+from .agreement import WordStarts, agreement, before_loop, complete_words, confident_words
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
 TIME_STEP = 0.02            # seconds per timestamp token
 CONTEXT_TOKENS = 120        # committed tokens before the buffer that prompt the decoder
 DETECT_SECONDS = 3.0        # the language is detected again until an utterance has this much audio
+SURE_LANGUAGE = 0.5         # a detection less sure than this decodes nothing yet (until the end of
+                            # an utterance): 0.64 s of English came out as Polish at 0.48
 LEAD_IN_FRAMES = 50         # audio kept before speech starts (0.5 s)
 TRIM_SECONDS = 10.0         # seconds: a longer buffer is trimmed at committed segment ends
 MAX_NEW_TOKENS = 200        # generation cap per update (a loop stops there); the same for every
@@ -155,14 +156,22 @@ class WhisperStream(VoiceSession):
         raw = self.buffer.frames(start, end)
         model = self.model
         size = model.graphs.window_frames(frames)
-        mel = np.zeros((raw.shape[0], size), dtype=np.float32)
-        mel[:, :frames] = (np.maximum(raw, self._mel_max - 8.0) + 4.0) / 4.0
+        # the padding is silence: the log-mel floor, which Whisper's reference gives the zero
+        # samples it pads audio with. (Zeros after normalising, as in faster-whisper's last window,
+        # are a steady hum to the model; under them it misplaced its timestamps, some runs of a
+        # dozen words by 5-8 s, and words waited on them: BENCHMARKS.md, tenth session.)
+        floor = self._mel_max - 8.0
+        mel = np.full((raw.shape[0], size), (floor + 4.0) / 4.0, dtype=np.float32)
+        mel[:, :frames] = (np.maximum(raw, floor) + 4.0) / 4.0
         cross = yield Work((id(model), "encode", size), lambda items: encode_windows(model, items), mel)
         language = self.fixed_language or (self.language if frames >= DETECT_SECONDS * FRAMES_PER_SECOND else None)
         options = self.decode_options
-        decoded, self.language = yield Work(
+        decoded, detected = yield Work(
             (id(model), "decode", options, size), lambda items: decode_windows(model, options, items),
-            (cross, self.context[-CONTEXT_TOKENS:], language, self.prefix))
+            (cross, self.context[-CONTEXT_TOKENS:], language, self.prefix, not (commit_all or forced)))
+        if decoded is None:
+            return []   # the language is not clear yet: wait for more audio
+        self.language = detected
         events = self._commit(decoded, start, frames, commit_all or forced)
         if forced:
             self._end(end)   # the utterance goes on in a fresh buffer
@@ -183,7 +192,7 @@ class WhisperStream(VoiceSession):
             take = len(current)
         else:
             spelling = self._starts_word.spelling
-            take = local_agreement(self.previous, current, self._starts_word, spelling)
+            take, agreed = agreement(self.previous, current, self._starts_word, spelling)
             if self.options.commit_prob < 1.0:
                 # words the decoder is sure of commit on this hypothesis alone, once they ended a
                 # little before the buffer's end
@@ -192,7 +201,6 @@ class WhisperStream(VoiceSession):
             closed = [n - done for n in h.segment_ends if n > done]   # segment ends, in `current`
             # a segment the decoder closed (a timestamp after its text) ends a whole word: commit
             # through it once the previous hypothesis agrees on all of it
-            agreed = agreed_tokens(self.previous, current, self._starts_word, spelling)
             take = max([take] + [n for n in closed if n <= agreed])
             if duration >= self.options.max_segment_s:   # too long: commit through the last closed segment
                 take = max(take, closed[-1] if closed else complete_words(current, len(current), self._starts_word))
@@ -286,21 +294,31 @@ def encode_windows(model, mels: list[np.ndarray]) -> list[np.ndarray]:
     return [cross[:, :, i:i + 1] for i in range(len(mels))]
 
 
-def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple[Decoded, str]]:
-    """(cross keys, context tokens, language or None, forced prefix) of several streams, decoded
-    as one batch; languages not given are detected first. Returns (decoded, language) per item;
-    the decoded tokens follow the prefix."""
+def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple[Decoded | None, str]]:
+    """(cross keys, context tokens, language or None, forced prefix, may wait) of several streams,
+    decoded as one batch; languages not given are detected first. Returns (decoded, language) per
+    item; the decoded tokens follow the prefix. An item that may wait and whose language was
+    detected with less than SURE_LANGUAGE is not decoded (None)."""
     cross = join_windows([item[0] for item in items])
     languages = [item[2] for item in items]
+    go = list(range(len(items)))
     unknown = [i for i, lang in enumerate(languages) if lang is None]
     if unknown:
         probs = model.detect_language(take_windows(cross, unknown))
         for i, p in zip(unknown, probs):
             languages[i] = p[0][0]
+            if p[0][1] < SURE_LANGUAGE and items[i][4]:
+                go.remove(i)
     t = model.tokens
     prompts = []
-    for (_, context, _, prefix), lang in zip(items, languages):
+    for i in go:
+        _, context, _, prefix, _ = items[i]
         head = [t.sot_prev] + context if context else []
-        prompts.append((head + t.sot_sequence(lang, "transcribe") + prefix, len(head)))
-    decoded = model.decode_prompts(cross, prompts, options, [0] * len(items), [item[3] for item in items])
-    return list(zip(decoded, languages))
+        prompts.append((head + t.sot_sequence(languages[i], "transcribe") + prefix, len(head)))
+    out: list[Decoded | None] = [None] * len(items)
+    if go:
+        decoded = model.decode_prompts(take_windows(cross, go), prompts, options, [0] * len(go),
+                                       [items[i][3] for i in go])
+        for i, d in zip(go, decoded):
+            out[i] = d
+    return list(zip(out, languages))
