@@ -24,7 +24,7 @@ from qasr_edge.streaming.agreement import (WordStarts, agreement, before_loop, c
                                           rollback)
 from qasr_edge.streaming.endpoint import Endpointer
 from qasr_edge.streaming.session import drive
-from qasr_edge.streaming.whisper import parse_hypothesis
+from qasr_edge.streaming.whisper import DETECT_SECONDS, parse_hypothesis
 
 import qwen3_tiny as tiny
 
@@ -277,6 +277,35 @@ def test_whisper_stream_pads_its_window_with_silence(whisper, english, monkeypat
         pad = mel[:, -500:]                          # the last 5 s of a window are always padding
         assert np.all(pad == pad[0, 0]) and pad[0, 0] == mel.min()
         assert pad[0, 0] == pytest.approx(mel.max() - 2.0, abs=1e-5)
+
+
+def test_whisper_waits_for_a_sure_language_until_detect_seconds(whisper, english, monkeypatch):
+    """An unsure language detection decodes nothing while the utterance is short, unless it names
+    the language the stream spoke last; once it has DETECT_SECONDS of audio the stream goes on
+    with what the detector says."""
+    monkeypatch.setattr(whisper.family, "detect_language",
+                        lambda cross: [[("en", 0.3), ("pl", 0.2)]] * cross.shape[2])
+    again = len(english) / SR + 2.5                        # a second utterance after 2.5 s of silence
+    audio = np.concatenate([english, np.zeros(int(2.5 * SR), np.float32), english])
+    events = run(whisper.stream(chunk_ms=640), audio, 10240)
+    first = [e.emitted_at for e in events if e.emitted_at < again]
+    assert DETECT_SECONDS <= min(first) < len(english) / SR     # it waited, and not to the end
+    said = "tomorrow the weather will be sunny in the morning and rain in the afternoon"
+    assert jiwer.wer(said, normalise(text([e for e in events if e.emitted_at < again]))) <= 0.25
+    # the second utterance, detected as unsurely as the first, says the stream's language: no wait
+    assert min(e.emitted_at for e in events if e.emitted_at >= again) < again + DETECT_SECONDS - 1.0
+
+
+def test_whisper_commits_no_more_text_than_the_audio_can_hold(whisper):
+    """At an utterance's end, a scrap of audio decoded as a whole sentence (the decoder said its
+    prompt again) gives no final; the same text over 3 s of audio does."""
+    t = whisper.family.tokens
+    tokens = [t.timestamp_begin] + whisper.family.tokenizer.encode(" We will bring two large telescopes and hot tea.")
+    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=[-0.1] * len(tokens)),
+                                       no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
+    stream = whisper.family.open_stream(StreamOptions(beam_size=1))
+    assert stream._commit(hypothesis, 0, 30, True) == []
+    assert [e.type for e in stream._commit(hypothesis, 0, 300, True)] == ["final"]
 
 
 def test_whisper_commits_a_closed_segment_once_two_hypotheses_agree(whisper):

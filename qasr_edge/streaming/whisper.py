@@ -34,14 +34,18 @@ from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 TIME_STEP = 0.02            # seconds per timestamp token
 CONTEXT_TOKENS = 120        # committed tokens before the buffer that prompt the decoder
 DETECT_SECONDS = 3.0        # the language is detected again until an utterance has this much audio
-SURE_LANGUAGE = 0.5         # a detection less sure than this decodes nothing yet (until the end of
-                            # an utterance): 0.64 s of English came out as Polish at 0.48
+SURE_LANGUAGE = 0.5         # a detection less sure than this on less than DETECT_SECONDS of audio,
+                            # of a language other than the stream's last, decodes nothing yet:
+                            # 0.64 s of English came out as Polish at 0.48
 LEAD_IN_FRAMES = 50         # audio kept before speech starts (0.5 s)
 TRIM_SECONDS = 10.0         # seconds: a longer buffer is trimmed at committed segment ends
 MAX_NEW_TOKENS = 200        # generation cap per update (a loop stops there); the same for every
                             # stream, so a result does not depend on its batch mates
 NO_SPEECH = (0.6, -1.0)     # no-speech probability above, average log-prob below: no text
 MAX_COMPRESSION = 2.4       # a more repetitive hypothesis commits nothing
+MAX_LETTERS = (25.0, 10)    # letters per second of audio, and letters, that a hypothesis can hold:
+                            # more is made up (on 0.29 s left at an utterance's end the decoder
+                            # said its prompt's last sentence again, 33 letters)
 CONFIDENT_BEFORE_END_S = 0.5   # a word committed on confidence ended this long before the buffer's end
 
 
@@ -116,6 +120,7 @@ class WhisperStream(VoiceSession):
         self._start = 0                      # first mel frame of the buffer
         self._last_end = 0.0                 # end of the last final, seconds in the stream
         self._starts_word = WordStarts(model.tokenizer)
+        self._spoken: str | None = None      # the language of the last update decoded
         self._new_utterance()
 
     def _new_utterance(self) -> None:
@@ -164,14 +169,16 @@ class WhisperStream(VoiceSession):
         mel = np.full((raw.shape[0], size), (floor + 4.0) / 4.0, dtype=np.float32)
         mel[:, :frames] = (np.maximum(raw, floor) + 4.0) / 4.0
         cross = yield Work((id(model), "encode", size), lambda items: encode_windows(model, items), mel)
-        language = self.fixed_language or (self.language if frames >= DETECT_SECONDS * FRAMES_PER_SECOND else None)
+        short = frames < DETECT_SECONDS * FRAMES_PER_SECOND
+        language = self.fixed_language or (None if short else self.language)
         options = self.decode_options
         decoded, detected = yield Work(
             (id(model), "decode", options, size), lambda items: decode_windows(model, options, items),
-            (cross, self.context[-CONTEXT_TOKENS:], language, self.prefix, not (commit_all or forced)))
+            (cross, self.context[-CONTEXT_TOKENS:], language, self.prefix,
+             (short and not (commit_all or forced), self._spoken)))
         if decoded is None:
             return []   # the language is not clear yet: wait for more audio
-        self.language = detected
+        self.language = self._spoken = detected
         events = self._commit(decoded, start, frames, commit_all or forced)
         if forced:
             self._end(end)   # the utterance goes on in a fresh buffer
@@ -186,6 +193,8 @@ class WhisperStream(VoiceSession):
         generated = [] if silent else np.exp(d.best.token_logprobs[:len(d.best.tokens)]).tolist()
         probs = [1.0] * len(self.prefix) + generated
         h = parse_hypothesis(raw, self.model.tokens.timestamp_begin, duration, self._weight, probs)
+        if len(_letters(self.model.tokenizer.decode(h.tokens))) > MAX_LETTERS[0] * duration + MAX_LETTERS[1]:
+            return []   # more text than the audio can hold: nothing of it is committed
         done = self._skip_committed(h.tokens)
         current = h.tokens[done:]
         if commit_all:
@@ -295,10 +304,11 @@ def encode_windows(model, mels: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple[Decoded | None, str]]:
-    """(cross keys, context tokens, language or None, forced prefix, may wait) of several streams,
-    decoded as one batch; languages not given are detected first. Returns (decoded, language) per
-    item; the decoded tokens follow the prefix. An item that may wait and whose language was
-    detected with less than SURE_LANGUAGE is not decoded (None)."""
+    """(cross keys, context tokens, language or None, forced prefix, (may wait, expected language))
+    of several streams, decoded as one batch; languages not given are detected first. Returns
+    (decoded, language) per item; the decoded tokens follow the prefix. An item that may wait and
+    whose language was detected with less than SURE_LANGUAGE, other than the one expected, is not
+    decoded (None)."""
     cross = join_windows([item[0] for item in items])
     languages = [item[2] for item in items]
     go = list(range(len(items)))
@@ -307,7 +317,8 @@ def decode_windows(model, options: TranscribeOptions, items: list) -> list[tuple
         probs = model.detect_language(take_windows(cross, unknown))
         for i, p in zip(unknown, probs):
             languages[i] = p[0][0]
-            if p[0][1] < SURE_LANGUAGE and items[i][4]:
+            may_wait, expected = items[i][4]
+            if may_wait and p[0][1] < SURE_LANGUAGE and p[0][0] != expected:
                 go.remove(i)
     t = model.tokens
     prompts = []

@@ -1,0 +1,90 @@
+"""Commit lag of a stream measured without the stream's own timestamps.
+
+`qasr-edge bench stream` takes a word's end from the times of the final event that holds it, so
+when the decoder misplaces its timestamps the lag it reports is off too. The `bench/workloads.py`
+recordings put digital silence (exact zeros) after every sentence, which gives the true end of
+each sentence's audio. This script streams such a recording, matches the committed words to the
+reference (a jiwer alignment, so the stream's times play no part), and reports, for the last word
+of each sentence, the audio fed when it was committed minus the true end of the sentence:
+
+    python3 bench/true_lag.py --model whisper-base --precision int8 --audio bench/data/talk/talk.wav \
+        --reference bench/data/talk/reference.txt [--commit-prob 0.95]
+
+Needs `jiwer` (the `test` extra). Prints one JSON line: sentences, silences found, words matched,
+and the median, 90th percentile and largest lag in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import numpy as np
+
+MIN_PAUSE_S = 0.3   # a run of exact zeros this long ends a sentence
+
+
+def sentence_ends(audio: np.ndarray, rate: int = 16000) -> list[float]:
+    """Start times (s) of the runs of exact zeros at least MIN_PAUSE_S long, not at the start."""
+    edges = np.diff(np.concatenate([[0], (audio == 0).astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [a / rate for a, b in zip(starts, stops) if b - a >= MIN_PAUSE_S * rate and a > 0]
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def main() -> None:
+    import jiwer
+
+    import qasr_edge.model
+    from qasr_edge.audio import load_audio
+    from qasr_edge.registry import resolve
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="whisper-base")
+    p.add_argument("--precision", default="int8")
+    p.add_argument("--audio", required=True)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--chunk-ms", type=int, default=640)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--commit-prob", type=float, default=None)
+    args = p.parse_args()
+
+    model = qasr_edge.model.load_model(resolve(args.model, args.precision), threads=args.threads)
+    audio = load_audio(args.audio)
+    options = {} if args.commit_prob is None else {"commit_prob": args.commit_prob}
+    session = model.stream(chunk_ms=args.chunk_ms, **options)
+    events = []
+    step = session.options.chunk_samples
+    for begin in range(0, len(audio), step):
+        events += session.feed(audio[begin:begin + step])
+    events += session.finish()
+
+    said, committed_at = [], []
+    for e in events:
+        if e.type == "final":
+            w = words(e.text)
+            said += w
+            committed_at += [e.emitted_at] * len(w)
+    ends = sentence_ends(audio)
+    sentences = [s for s in re.split(r"(?<=[.?!])\s+", open(args.reference, encoding="utf-8").read().strip()) if s]
+    reference, last = [], []
+    for s in sentences:
+        reference += words(s)
+        last.append(len(reference) - 1)
+    matched = {}
+    for a in jiwer.process_words(" ".join(reference), " ".join(said)).alignments[0]:
+        if a.type in ("equal", "substitute"):
+            for k in range(a.ref_end_idx - a.ref_start_idx):
+                matched[a.ref_start_idx + k] = a.hyp_start_idx + k
+    lags = [committed_at[matched[i]] - end for i, end in zip(last, ends) if i in matched]
+    print(json.dumps({"audio": args.audio, "sentences": len(sentences), "silences": len(ends),
+                      "matched": len(lags), "median_s": round(float(np.median(lags)), 2),
+                      "p90_s": round(float(np.percentile(lags, 90)), 2), "max_s": round(float(max(lags)), 2)}))
+
+
+if __name__ == "__main__":
+    main()
