@@ -163,8 +163,8 @@ class WhisperStream(VoiceSession):
         size = model.graphs.window_frames(frames)
         # the padding is silence: the log-mel floor, which Whisper's reference gives the zero
         # samples it pads audio with. (Zeros after normalising, as in faster-whisper's last window,
-        # are a steady hum to the model; under them it misplaced its timestamps, some runs of a
-        # dozen words by 5-8 s, and words waited on them: BENCHMARKS.md, tenth session.)
+        # are a steady hum to the model; under them it misplaced its timestamps, and some finals
+        # were stamped 5-8 s early: BENCHMARKS.md, tenth session.)
         floor = self._mel_max - 8.0
         mel = np.full((raw.shape[0], size), (floor + 4.0) / 4.0, dtype=np.float32)
         mel[:, :frames] = (np.maximum(raw, floor) + 4.0) / 4.0
