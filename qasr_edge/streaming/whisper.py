@@ -193,7 +193,7 @@ class WhisperStream(VoiceSession):
         generated = [] if silent else np.exp(d.best.token_logprobs[:len(d.best.tokens)]).tolist()
         probs = [1.0] * len(self.prefix) + generated
         h = parse_hypothesis(raw, self.model.tokens.timestamp_begin, duration, self._weight, probs)
-        if len(_letters(self.model.tokenizer.decode(h.tokens))) > MAX_LETTERS[0] * duration + MAX_LETTERS[1]:
+        if len(self._starts_word.spelling(h.tokens)) > MAX_LETTERS[0] * duration + MAX_LETTERS[1]:
             return []   # more text than the audio can hold: nothing of it is committed
         done = self._skip_committed(h.tokens)
         current = h.tokens[done:]
@@ -248,9 +248,9 @@ class WhisperStream(VoiceSession):
         n = len(self.committed)
         if tokens[:n] == self.committed:
             return n
-        want = len(_letters(self.model.tokenizer.decode(self.committed)))
+        want = len(self._starts_word.spelling(self.committed))
         for j in range(len(tokens) + 1):
-            if len(_letters(self.model.tokenizer.decode(tokens[:j]))) >= want:
+            if len(self._starts_word.spelling(tokens[:j])) >= want:
                 return j
         return len(tokens)
 
@@ -291,10 +291,6 @@ def _through_text_token(raw: list[int], n: int, timestamp_begin: int) -> list[in
             if seen == n:
                 return raw[:i + 1]
     return list(raw)
-
-
-def _letters(text: str) -> str:
-    return "".join(c for c in text.lower() if c.isalnum())
 
 
 def encode_windows(model, mels: list[np.ndarray]) -> list[np.ndarray]:
