@@ -38,6 +38,9 @@ class TranscribeOptions:
     max_new_tokens: int | None = None      # per window; None: the family's default (Whisper: 224, half its text context)
     min_new_tokens: int = 0                # end-of-sequence barred before this many (fixed-work benchmarks)
     n_best: int = 1
+    stop_loops: bool = False               # a hypothesis that starts to loop (a block of tokens three times
+                                           # in a row, 12 or more) stops there and counts as too
+                                           # repetitive; streams use it, offline keeps the reference's search
     seed: int = 0                          # sampling at temperature > 0 is reproducible
     batch_size: int | None = None          # windows decoded together; None: the profile's max_batch
                                            # (fewer when the profile's memory budget says so)

@@ -39,6 +39,7 @@ class SearchOptions:
     min_new_tokens: int = 0       # end-of-sequence is barred before this many tokens (benchmarks: exactly N)
     eos: tuple[int, ...] = ()
     n_best: int = 1               # hypotheses returned per input (beam search gives up to beam_size)
+    stop_loops: bool = False      # a hypothesis that ends in a loop (`ends_in_loop`) stops there, `looped`
 
     def __post_init__(self):
         if not 1 <= self.beam_size <= 16:
@@ -63,6 +64,7 @@ class Hypothesis:
     token_logprobs: list[float]    # one per generated id, plus the end-of-sequence's when finished
     sum_logprob: float
     finished: bool                 # ended with end-of-sequence (not cut by max_new_tokens)
+    looped: bool = False           # stopped in a loop (SearchOptions.stop_loops)
 
     def score(self, length_penalty: float = 1.0) -> float:
         return self.sum_logprob / (max(len(self.tokens), 1) ** length_penalty)
@@ -71,6 +73,25 @@ class Hypothesis:
     def avg_logprob(self) -> float:
         """Per generated token, end-of-sequence included (the faster-whisper/CTranslate2 convention)."""
         return self.sum_logprob / (len(self.tokens) + 1)
+
+
+# A loop: the same block of tokens LOOP_REPEATS times in a row at a sequence's end, LOOP_TOKENS
+# tokens or more in all ("V-acid. V-acid. V-acid." is one; "no no no" is not). A decoder in a loop
+# rarely leaves it: Whisper's run on to the token cap, which took 2-4 s of a stream's update
+LOOP_REPEATS = 3
+LOOP_TOKENS = 12
+
+
+def ends_in_loop(seq: Sequence[int]) -> bool:
+    n = len(seq)
+    for p in range(1, n // LOOP_REPEATS + 1):
+        copies = max(LOOP_REPEATS, -(-LOOP_TOKENS // p))
+        if p * copies > n or seq[-1] != seq[-1 - p]:
+            continue
+        block = list(seq[n - p:])
+        if all(list(seq[n - (k + 1) * p:n - k * p]) == block for k in range(1, copies)):
+            return True
+    return False
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -136,6 +157,7 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs, prefixes) -> 
     lps: list[list[float]] = [[] for _ in range(n_groups * width)]
     sums = np.zeros(n_groups * width)
     done_row = np.zeros(n_groups * width, dtype=bool)
+    looped = np.zeros(n_groups * width, dtype=bool)
     results: list[list[Hypothesis] | None] = [None] * n_groups
     live = np.arange(n_groups)                 # original group id of each live group
     rows_of = np.arange(n_groups * width)      # original row id of each live row
@@ -145,8 +167,8 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs, prefixes) -> 
             g = live[gi]
             rs = rows_of[gi * width:(gi + 1) * width]
             skip = len(prefixes[g])
-            results[g] = _rank([Hypothesis(seqs[r][skip:], lps[r], float(sums[r]), bool(done_row[r])) for r in rs],
-                               options)
+            results[g] = _rank([Hypothesis(seqs[r][skip:], lps[r], float(sums[r]), bool(done_row[r] and not looped[r]),
+                                           bool(looped[r])) for r in rs], options)
 
     for step in range(options.max_new_tokens):
         for f in filters:
@@ -171,6 +193,8 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs, prefixes) -> 
                 done_row[r] = True
             else:
                 seqs[r].append(int(tokens[i]))
+                if options.stop_loops and ends_in_loop(seqs[r]):
+                    done_row[r] = looped[r] = True
         group_done = done_row[rows_of].reshape(-1, width).all(axis=1)
         if group_done.all():
             finish(np.zeros(len(live), dtype=bool))
@@ -222,6 +246,11 @@ def _beam_search(state, first_logits, options, filters, prefixes) -> list[list[H
                     if len(finished[g]) < max_finished:
                         finished[g].append(Hypothesis(seqs[r][len(prefixes[g]):], lps[r] + [float(logprobs[r, tok])],
                                                       score, True))
+                elif options.stop_loops and ends_in_loop((*seqs[r], tok)):
+                    # a beam in a loop ends here; it is ranked with the others and marked
+                    if len(finished[g]) < max_finished:
+                        finished[g].append(Hypothesis((seqs[r] + [tok])[len(prefixes[g]):],
+                                                      lps[r] + [float(logprobs[r, tok])], score, False, True))
                 else:
                     kept.append((score, r, tok))
                     if len(kept) == width:
@@ -342,8 +371,8 @@ def decode_with_fallback(
                 chosen[g] = d
         pending = still
     for g in pending:  # every temperature failed: keep the most likely non-repetitive result
-        below = [d for d in tried[g] if policy.compression_ratio_threshold is None
-                 or d.compression_ratio <= policy.compression_ratio_threshold]
+        below = [d for d in tried[g] if not d.best.looped and (policy.compression_ratio_threshold is None
+                 or d.compression_ratio <= policy.compression_ratio_threshold)]
         best = max(below or tried[g], key=lambda d: d.avg_logprob)
         best.temperature = tried[g][-1].temperature
         chosen[g] = best
@@ -354,6 +383,6 @@ def _needs_fallback(d: Decoded, policy: FallbackPolicy) -> bool:
     low_logprob = policy.log_prob_threshold is not None and d.avg_logprob < policy.log_prob_threshold
     if policy.no_speech_threshold is not None and d.no_speech_prob > policy.no_speech_threshold and low_logprob:
         return False  # silence: nothing better will come from sampling
-    too_repetitive = (policy.compression_ratio_threshold is not None
-                      and d.compression_ratio > policy.compression_ratio_threshold)
+    too_repetitive = d.best.looped or (policy.compression_ratio_threshold is not None
+                                       and d.compression_ratio > policy.compression_ratio_threshold)
     return too_repetitive or low_logprob

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qasr_edge.search import (FallbackPolicy, Prefilled, SearchOptions, compression_ratio,
-                              decode_with_fallback, log_softmax, search)
+                              decode_with_fallback, ends_in_loop, log_softmax, search)
 
 EOS = 0
 
@@ -88,6 +88,50 @@ def test_max_new_tokens_cuts_unfinished():
         hyp = search(state, loop[[1]], SearchOptions(beam_size=beam, eos=(EOS,), max_new_tokens=5))[0][0]
         assert len(hyp.tokens) <= 5
         assert not hyp.finished and len(hyp.tokens) == 5
+
+
+def test_a_loop_is_a_block_said_three_times_over_twelve_tokens_or_more():
+    assert ends_in_loop([9, 8] + [1, 2, 3, 4] * 3)
+    assert ends_in_loop([1, 2, 3, 4] * 3 + [1])          # the block may start anywhere
+    assert not ends_in_loop([1, 2, 3, 4] * 2 + [1, 2, 3, 5])
+    assert not ends_in_loop([1, 2, 3] * 3)               # "no no no": too short to be a loop
+    assert not ends_in_loop([7, 8] * 5) and ends_in_loop([7, 8] * 6)
+    assert not ends_in_loop([5] * 11) and ends_in_loop([5] * 12)
+
+
+# from 1: 2 3 4 5 6 7 2 3 4 ... for ever: once in the cycle there is no end, and every other
+# beam is in it too (its tokens only lead on to cycle tokens)
+CYCLE = bigram({1: {2: 0.9, EOS: 0.1}, 2: {3: 0.99}, 3: {4: 0.99}, 4: {5: 0.99}, 5: {6: 0.99}, 6: {7: 0.99},
+                7: {2: 0.99}}, vocab=8)
+CYCLE[2:, [EOS, 1]] = -np.inf
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_stop_loops_ends_a_looping_hypothesis_at_its_third_repeat(beam):
+    def decode(stop):
+        state = TableState(CYCLE, np.ones(1, dtype=int), 1)
+        hyp = search(state, CYCLE[[1]].copy(), SearchOptions(beam_size=beam, eos=(EOS,), max_new_tokens=100,
+                                                             stop_loops=stop))[0][0]
+        return hyp, state.steps
+
+    hyp, steps = decode(True)
+    assert hyp.looped and not hyp.finished
+    assert hyp.tokens == [2, 3, 4, 5, 6, 7] * 3
+    assert ends_in_loop(hyp.tokens) and not ends_in_loop(hyp.tokens[:-1])
+    assert steps == 17   # no decoder step once the loop was seen
+    hyp, steps = decode(False)   # the reference search runs on to the cap
+    assert not hyp.looped and len(hyp.tokens) == 100 and steps == 99
+
+
+def test_a_looped_result_falls_back_like_a_repetitive_one():
+    # the text of the loop is short enough to pass the compression check: the mark decides
+    def prefill(groups):
+        return Prefilled(TableState(CYCLE, np.ones(len(groups), dtype=int), len(groups)),
+                         np.repeat(CYCLE[[1]], len(groups), axis=0))
+
+    out = decode_with_fallback(prefill, 1, SearchOptions(beam_size=2, eos=(EOS,), max_new_tokens=100, stop_loops=True),
+                               FallbackPolicy(temperatures=(0.0, 1.0), log_prob_threshold=None), lambda toks: "words")
+    assert out[0].temperature == 1.0
 
 
 def test_filters_are_applied_every_step():

@@ -19,6 +19,7 @@ import pytest
 
 import qasr_edge
 from qasr_edge.audio import load_audio
+from qasr_edge.search import Decoded, Hypothesis
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
 from qasr_edge.streaming.agreement import (WordStarts, agreement, before_loop, complete_words, confident_words,
                                           rollback)
@@ -296,13 +297,17 @@ def test_whisper_waits_for_a_sure_language_until_detect_seconds(whisper, english
     assert min(e.emitted_at for e in events if e.emitted_at >= again) < again + DETECT_SECONDS - 1.0
 
 
+def decoded(tokens: list[int], logprobs: list[float], looped: bool = False) -> Decoded:
+    """One update's search result, as the decoder would give it (no fallback, speech)."""
+    return Decoded([Hypothesis(tokens, logprobs, float(sum(logprobs)), not looped, looped)], 0.0, -0.1, 1.0, 0.0)
+
+
 def test_whisper_commits_no_more_text_than_the_audio_can_hold(whisper):
     """At an utterance's end, a scrap of audio decoded as a whole sentence (the decoder said its
     prompt again) gives no final; the same text over 3 s of audio does."""
     t = whisper.family.tokens
     tokens = [t.timestamp_begin] + whisper.family.tokenizer.encode(" We will bring two large telescopes and hot tea.")
-    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=[-0.1] * len(tokens)),
-                                       no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
+    hypothesis = decoded(tokens, [-0.1] * len(tokens))
     stream = whisper.family.open_stream(StreamOptions(beam_size=1))
     assert stream._commit(hypothesis, 0, 30, True) == []
     assert [e.type for e in stream._commit(hypothesis, 0, 300, True)] == ["final"]
@@ -317,11 +322,26 @@ def test_whisper_commits_a_closed_segment_once_two_hypotheses_agree(whisper):
     text_ids = whisper.family.tokenizer.encode(" Hello world.")
     tokens = [t.timestamp_begin] + text_ids + [t.timestamp_begin + 50]   # <|0.00|> Hello world.<|1.00|>
     unsure = [np.log(0.5)] * len(tokens)                   # below commit_prob: agreement decides
-    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=unsure),
-                                       no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
+    hypothesis = decoded(tokens, unsure)
     assert [e.type for e in stream._commit(hypothesis, 0, 150, False)] == ["partial"]
     events = stream._commit(hypothesis, 0, 150, False)
     assert [(e.type, e.text) for e in events] == [("final", " Hello world.")]
+
+
+def test_whisper_commits_nothing_of_a_looped_hypothesis_until_the_utterance_ends(whisper):
+    """A hypothesis the search stopped in a loop is a failed decode (its text need not be
+    repetitive enough for the compression check): the stream waits for more audio. At the
+    utterance's end it commits what came before the loop, once."""
+    t = whisper.family.tokens
+    said = whisper.family.tokenizer.encode(" The moon is up.")
+    tokens = [t.timestamp_begin] + whisper.family.tokenizer.encode(" We found a copy.") * 3
+    stream = whisper.family.open_stream(StreamOptions(beam_size=1))
+    stream.context = said
+    for _ in range(3):
+        assert stream._commit(decoded(tokens, [0.0] * len(tokens), looped=True), 0, 400, False) == []
+    finals = [e.text for e in stream._commit(decoded(tokens, [0.0] * len(tokens), looped=True), 0, 400, True)
+              if e.type == "final"]
+    assert finals == [" We found a copy."]
 
 
 def test_whisper_commits_sure_words_that_ended_before_the_buffer_end_at_once(whisper):
@@ -333,15 +353,13 @@ def test_whisper_commits_sure_words_that_ended_before_the_buffer_end_at_once(whi
     tokens = [t.timestamp_begin] + ids[0] + [t.timestamp_begin + 25, t.timestamp_begin + 25] + ids[1] + \
         [t.timestamp_begin + 50, t.timestamp_begin + 50] + ids[2]          # Hello 0-0.5 s, there 0.5-1 s, world
     sure = [np.log(0.99)] * len(tokens)
-    hypothesis = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=sure),
-                                       no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
+    hypothesis = decoded(tokens, sure)
     finals = lambda events: [e.text for e in events if e.type == "final"]   # noqa: E731
     # 1.2 s of buffer: " Hello" ended 0.7 s before its end, " there" only 0.2 s
     assert finals(whisper.family.open_stream(StreamOptions(beam_size=1, commit_prob=0.95))._commit(
         hypothesis, 0, 120, False)) == [" Hello"]
     # commit_prob 1 waits for agreement even for tokens the decoder was certain of (log-prob 0)
-    certain = types.SimpleNamespace(best=types.SimpleNamespace(tokens=tokens, token_logprobs=[0.0] * len(tokens)),
-                                    no_speech_prob=0.0, avg_logprob=-0.1, compression_ratio=1.0)
+    certain = decoded(tokens, [0.0] * len(tokens))
     waits = whisper.family.open_stream(StreamOptions(beam_size=1, commit_prob=1.0))
     assert finals(waits._commit(certain, 0, 120, False)) == []
     assert finals(waits._commit(certain, 0, 120, False)) == [" Hello there"]    # agreed: both go on

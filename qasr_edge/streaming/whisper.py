@@ -39,8 +39,8 @@ SURE_LANGUAGE = 0.5         # a detection less sure than this on less than DETEC
                             # 0.64 s of English came out as Polish at 0.48
 LEAD_IN_FRAMES = 50         # audio kept before speech starts (0.5 s)
 TRIM_SECONDS = 10.0         # seconds: a longer buffer is trimmed at committed segment ends
-MAX_NEW_TOKENS = 200        # generation cap per update (a loop stops there); the same for every
-                            # stream, so a result does not depend on its batch mates
+MAX_NEW_TOKENS = 200        # generation cap per update; the same for every stream, so a result
+                            # does not depend on its batch mates (a loop stops at its third repeat)
 NO_SPEECH = (0.6, -1.0)     # no-speech probability above, average log-prob below: no text
 MAX_COMPRESSION = 2.4       # a more repetitive hypothesis commits nothing
 MAX_LETTERS = (25.0, 10)    # letters per second of audio, and letters, that a hypothesis can hold:
@@ -111,7 +111,7 @@ class WhisperStream(VoiceSession):
         super().__init__(options, model.vad, _core.StreamBuffer(model.graphs.n_mels, 1, 1, history))
         self.model = model
         self.decode_options = TranscribeOptions(beam_size=options.beam_size, temperatures=(0.0,), vad_gate=None,
-                                                max_new_tokens=MAX_NEW_TOKENS)
+                                                max_new_tokens=MAX_NEW_TOKENS, stop_loops=True)
         text = options.context.strip()
         self.context: list[int] = model.tokenizer.encode(" " + text) if text else []
         self._given_context = len(self.context)   # the caller's context text, not speech
@@ -187,7 +187,7 @@ class WhisperStream(VoiceSession):
     def _commit(self, d: Decoded, start: int, frames: int, commit_all: bool) -> list[StreamEvent]:
         duration = frames / FRAMES_PER_SECOND
         silent = d.no_speech_prob > NO_SPEECH[0] and d.avg_logprob < NO_SPEECH[1]
-        if d.compression_ratio > MAX_COMPRESSION and not commit_all:
+        if (d.best.looped or d.compression_ratio > MAX_COMPRESSION) and not commit_all:
             return []   # a loop: wait for more audio
         raw = self.prefix + ([] if silent else d.best.tokens)
         generated = [] if silent else np.exp(d.best.token_logprobs[:len(d.best.tokens)]).tolist()

@@ -144,7 +144,7 @@ class Qwen3ASRModel:
             beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
             length_penalty=options.length_penalty, temperature=options.temperatures[0],
             max_new_tokens=max(0, min(max_new, room)), min_new_tokens=min(options.min_new_tokens, max(0, room)),
-            eos=self.eos, n_best=options.n_best)
+            eos=self.eos, n_best=options.n_best, stop_loops=options.stop_loops)
         state, logits = g.prefill(prompts, audio, self.audio_pad, self.pad_id, search_options.max_new_tokens)
         # one generator per input (seeded by its length), so sampling does not depend on batch mates
         rngs = [np.random.default_rng((options.seed, len(p))) for p in pieces]

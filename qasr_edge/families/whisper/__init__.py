@@ -248,7 +248,7 @@ class WhisperModel:
         search = SearchOptions(beam_size=options.beam_size, best_of=options.best_of, patience=options.patience,
                                length_penalty=options.length_penalty, max_new_tokens=max(max_new, 0),
                                min_new_tokens=min(options.min_new_tokens, max(max_new, 0)),
-                               eos=(self.tokens.eot,), n_best=options.n_best)
+                               eos=(self.tokens.eot,), n_best=options.n_best, stop_loops=options.stop_loops)
         filters = [SuppressTokens(self._suppressed(options))]
         if options.suppress_blank:
             filters.append(SuppressAtStart(self.tokenizer.encode(" ") + [self.tokens.eot]))
