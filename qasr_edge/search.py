@@ -324,6 +324,11 @@ class Decoded:
     def best(self) -> Hypothesis:
         return self.hypotheses[0]
 
+    def too_repetitive(self, max_compression: float | None) -> bool:
+        """A loop the search stopped (`stop_loops`), or a text that compresses more than
+        `max_compression` (None: no such check)."""
+        return self.best.looped or (max_compression is not None and self.compression_ratio > max_compression)
+
 
 @dataclass
 class Prefilled:
@@ -371,8 +376,7 @@ def decode_with_fallback(
                 chosen[g] = d
         pending = still
     for g in pending:  # every temperature failed: keep the most likely non-repetitive result
-        below = [d for d in tried[g] if not d.best.looped and (policy.compression_ratio_threshold is None
-                 or d.compression_ratio <= policy.compression_ratio_threshold)]
+        below = [d for d in tried[g] if not d.too_repetitive(policy.compression_ratio_threshold)]
         best = max(below or tried[g], key=lambda d: d.avg_logprob)
         best.temperature = tried[g][-1].temperature
         chosen[g] = best
@@ -383,6 +387,4 @@ def _needs_fallback(d: Decoded, policy: FallbackPolicy) -> bool:
     low_logprob = policy.log_prob_threshold is not None and d.avg_logprob < policy.log_prob_threshold
     if policy.no_speech_threshold is not None and d.no_speech_prob > policy.no_speech_threshold and low_logprob:
         return False  # silence: nothing better will come from sampling
-    too_repetitive = d.best.looped or (policy.compression_ratio_threshold is not None
-                                       and d.compression_ratio > policy.compression_ratio_threshold)
-    return too_repetitive or low_logprob
+    return d.too_repetitive(policy.compression_ratio_threshold) or low_logprob

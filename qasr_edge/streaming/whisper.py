@@ -187,7 +187,7 @@ class WhisperStream(VoiceSession):
     def _commit(self, d: Decoded, start: int, frames: int, commit_all: bool) -> list[StreamEvent]:
         duration = frames / FRAMES_PER_SECOND
         silent = d.no_speech_prob > NO_SPEECH[0] and d.avg_logprob < NO_SPEECH[1]
-        if (d.best.looped or d.compression_ratio > MAX_COMPRESSION) and not commit_all:
+        if d.too_repetitive(MAX_COMPRESSION) and not commit_all:
             return []   # a loop: wait for more audio
         raw = self.prefix + ([] if silent else d.best.tokens)
         generated = [] if silent else np.exp(d.best.token_logprobs[:len(d.best.tokens)]).tolist()
