@@ -22,6 +22,8 @@ import re
 
 import numpy as np
 
+from qasr_edge.benchmark.stream import normalise
+
 MIN_PAUSE_S = 0.3   # a run of exact zeros this long ends a sentence
 
 
@@ -30,10 +32,6 @@ def sentence_ends(audio: np.ndarray, rate: int = 16000) -> list[float]:
     edges = np.diff(np.concatenate([[0], (audio == 0).astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     return [a / rate for a, b in zip(starts, stops) if b - a >= MIN_PAUSE_S * rate and a > 0]
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
 
 
 def main() -> None:
@@ -66,14 +64,14 @@ def main() -> None:
     said, committed_at = [], []
     for e in events:
         if e.type == "final":
-            w = words(e.text)
+            w = normalise(e.text)
             said += w
             committed_at += [e.emitted_at] * len(w)
     ends = sentence_ends(audio)
     sentences = [s for s in re.split(r"(?<=[.?!])\s+", open(args.reference, encoding="utf-8").read().strip()) if s]
     reference, last = [], []
     for s in sentences:
-        reference += words(s)
+        reference += normalise(s)
         last.append(len(reference) - 1)
     matched = {}
     for a in jiwer.process_words(" ".join(reference), " ".join(said)).alignments[0]:
