@@ -5,6 +5,8 @@
   weight-only and static quantizers understand (they only take MatMul);
 - `producer_of`: the MatMul/Gemm that computes a graph output (the output head of `logits`);
 - `matching_nodes`: node names selected by name patterns (re.search);
+- `split_channels`: a MatMul whose input has outliers in a few channels becomes a float MatMul over
+  those channels plus one over the rest (which a per-tensor int8 scale then holds);
 - `infer_shapes_keeping_weights`: shape inference that never copies the weights.
 """
 
@@ -34,6 +36,45 @@ def weight_nodes(model: Any) -> list[str]:
     """MatMul/Gemm nodes whose second input is a constant weight (what weight quantization touches)."""
     inits = initializers(model)
     return [n.name for n in model.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits]
+
+
+def split_channels(model: Any, node_name: str, channels: Any) -> str:
+    """Rewrite MatMul `node_name` (X @ W, W constant, X [..., K]) as X[..., c] @ W[c] + (X * mask) @ W'
+    for the input channels `c`: W' is W with rows c zeroed and the mask zeroes channels c of X, so
+    a quantizer given the second MatMul (the node keeps its name) sees X without them. The first
+    MatMul is named `node_name + "/channels"`; leave it float. Returns that name."""
+    require("onnx")
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    node = next(n for n in model.graph.node if n.name == node_name)
+    if node.op_type != "MatMul":
+        raise ValueError(f"{node_name}: a MatMul is needed, not {node.op_type}")
+    inits = initializers(model)
+    weight = numpy_helper.to_array(inits[node.input[1]])
+    channels = np.asarray(sorted(set(int(c) for c in channels)), dtype=np.int64)
+    rest = weight.copy()
+    rest[channels] = 0
+    mask = np.ones(weight.shape[0], dtype=weight.dtype)
+    mask[channels] = 0
+    base = node_name + "/channels"
+    new = {base + "/index": channels, base + "/weight": weight[channels], node_name + "/mask": mask,
+           node_name + "/rest_weight": rest}
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in new.items())
+    x, y = node.input[0], node.output[0]
+    nodes = [helper.make_node("Gather", [x, base + "/index"], [base + "/x"], name=base + "/gather", axis=-1),
+             helper.make_node("MatMul", [base + "/x", base + "/weight"], [base + "/y"], name=base),
+             helper.make_node("Mul", [x, node_name + "/mask"], [node_name + "/x"], name=node_name + "/mask"),
+             helper.make_node("MatMul", [node_name + "/x", node_name + "/rest_weight"], [node_name + "/y"],
+                              name=node_name),
+             helper.make_node("Add", [node_name + "/y", base + "/y"], [y], name=node_name + "/add")]
+    at = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for i, n in enumerate(nodes):
+        model.graph.node.insert(at + i, n)
+    if not any(node.input[1] in n.input for n in model.graph.node):
+        model.graph.initializer.remove(inits[node.input[1]])   # the old weight, read by nothing now
+    return base
 
 
 def producer_of(model: Any, output: str) -> str | None:

@@ -33,12 +33,22 @@ and, side by side on 2 x86 cores (AVX-512 VNNI), 0.77x the fp32 encoder time and
 decoder step time (batch 1, 40 cached tokens). Per-channel scales cost no measurable speed.
 
 Per-tensor uint8 activations cannot hold the outliers after Whisper's GELU (fc2 inputs) or in
-the first encoder layer, so those MatMuls are not given to `quantize_dynamic`. They become
-MatMulNBits with 8-bit weights in blocks of 32 rows (`outliers="8bit-blocks"`, default), whose CPU
-kernel quantizes the activations per block of 32 as well, so an outlier only coarsens its own
-block; measured on whisper-base int8, beam 5, against leaving them float: WER the same on the
-meeting (3.77%) and long_en (3.29%), lecture 9.20% against 9.70%, 133 MB against 172 MB, same
-speed (BENCHMARKS.md, "Memory"). reduce_range only helps CPUs without VNNI.
+the first encoder layer, so those MatMuls are not given to `quantize_dynamic` as they are. The
+family table says what each gets (`Int8Settings.outliers` can override it for all):
+
+- "split": the outliers of fc2's input sit in a few channels (per-channel max |x| on speech: the
+  median channel 1.2-9, the largest 6-204). The 64 channels largest on a bundled speech clip
+  (`CALIBRATION_SPEECH`, captured through the fp32 package) go through a small float MatMul, the
+  rest through dynamic int8 (`graph_edits.split_channels`). Whisper's encoder fc2.
+- "float": left float. The first layer of Whisper's encoder, whose outliers are spread wider.
+- "8bit-blocks": MatMulNBits with 8-bit weights in blocks of 32 rows, whose CPU kernel quantizes
+  the activations per block of 32 as well, so an outlier only coarsens its own block. Fast for a
+  few rows (a decode step), 4x slower than dynamic int8 over many (an encoder window).
+
+Measured on whisper-base's encoder (relative error of its cross-attention keys against fp32 on 20
+windows of held-out recordings; 2 threads, a 15 s window; BENCHMARKS.md, twelfth session): fc2
+split and layer 0 float 0.046, 95 ms; all 11 as 8-bit blocks (the default before) 0.054, 142 ms;
+all 11 float 0.040, 121 ms; plain int8 0.157. reduce_range only helps CPUs without VNNI.
 """
 
 from __future__ import annotations
@@ -52,14 +62,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import require
 from .calibration import capture, check_audio_files
 from .fp16 import convert_fp16
-from .graph_edits import matching_nodes, weight_nodes
+from .graph_edits import matching_nodes, split_channels, weight_nodes
 from .int4 import Int4Settings, quantize_int4
 from .static import StaticSettings, quantize_int8_static
 
 _EXTERNAL_DATA_BYTES = 1_800_000_000
+OUTLIER_TREATMENTS = ("split", "8bit-blocks", "float")
+# speech that int8's channel split is calibrated on (espeak-ng, 9.8 s of English; the README's example)
+CALIBRATION_SPEECH = Path(__file__).parent / "data" / "welcome.wav"
 
 
 @dataclass(frozen=True)
@@ -68,9 +83,10 @@ class Int8Settings:
     reduce_range: bool = False        # 7-bit weights, for CPUs without VNNI (u8s8 overflow)
     # node-name patterns (re.search) left in float besides the family's `outliers`
     exclude: tuple[str, ...] = ()
-    # the family's outlier MatMuls: "8bit-blocks" (MatMulNBits, 8-bit weights in blocks of 32 rows,
-    # activations quantized per block at run time) or "float"
-    outliers: str = "8bit-blocks"
+    # the family's outlier MatMuls: "family" (each as the family table says), or all of them
+    # "split", "8bit-blocks" or "float" (module docstring)
+    outliers: str = "family"
+    split_channels: int = 64          # input channels of a split MatMul computed in float
 
     def manifest(self) -> dict[str, Any]:
         return {"method": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic",
@@ -80,39 +96,102 @@ class Int8Settings:
     def op_types(self) -> list[str]:
         return ["MatMul"]
 
+    def treatment(self, family: str) -> str:
+        """What an outlier MatMul that the family table gives `family` gets."""
+        return family if self.outliers == "family" else self.outliers
+
     def __post_init__(self):
-        if self.outliers not in ("8bit-blocks", "float"):
-            raise ValueError(f"outliers={self.outliers!r}: choose 8bit-blocks or float")
+        if self.outliers not in ("family",) + OUTLIER_TREATMENTS:
+            raise ValueError(f"outliers={self.outliers!r}: choose family, {', '.join(OUTLIER_TREATMENTS)}")
+        if self.split_channels < 1:
+            raise ValueError(f"split_channels={self.split_channels}: at least 1")
 
 
 INT8_DEFAULT = Int8Settings()  # see the measurements in the module docstring
 
 
 def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT8_DEFAULT,
-                  outliers: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Dynamic int8 quantization of one ONNX graph file; returns what was done for the manifest."""
+                  outliers: dict[str, str] | None = None, speech: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Dynamic int8 quantization of one ONNX graph file; returns what was done for the manifest.
+
+    `outliers`: the family's {node-name pattern: treatment} (the first pattern a node matches
+    decides); `speech`: feeds of this graph captured on speech, which "split" needs."""
     onnx = require("onnx")
+    from .export import save_onnx
+
     src, dst = Path(src), Path(dst)
-    patterns = tuple(outliers) + tuple(settings.exclude)
+    outliers = dict(outliers or {})
     graph = onnx.load(str(src), load_external_data=False)
-    excluded = sorted(set(matching_nodes(graph, patterns)) & set(weight_nodes(graph)))
-    blocks = [] if settings.outliers == "float" else \
-        sorted(set(excluded) - set(matching_nodes(graph, tuple(settings.exclude))))
+    weighted = set(weight_nodes(graph))
+    how = {name: "float" for name in matching_nodes(graph, settings.exclude) if name in weighted}
+    for pattern, treatment in outliers.items():
+        for name in matching_nodes(graph, [pattern]):
+            if name in weighted:
+                how.setdefault(name, settings.treatment(treatment))
+    split = sorted(n for n, t in how.items() if t == "split")
+    blocks = sorted(n for n, t in how.items() if t == "8bit-blocks")
+    excluded = sorted(n for n, t in how.items() if t != "split")
     large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > _EXTERNAL_DATA_BYTES
-    # IntegerOps mode first rewrites Gemm(transB=1) as MatMul with a transposed weight copy, so
-    # the output head (a Gemm in the fp32 graph) is quantized as a MatMul.
-    dynamic_int8(src, dst, per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                 op_types_to_quantize=settings.op_types(), nodes_to_exclude=excluded, use_external_data_format=large)
+    channels: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix=".split-", dir=dst.parent) as work:
+        if split:
+            if not speech:
+                raise ValueError(f"{src.name}: splitting outlier channels needs feeds captured on speech")
+            model = onnx.load(str(src))
+            maxima = channel_maxima(model, split, speech, Path(work))
+            for name in split:
+                top = np.argsort(-maxima[name], kind="stable")[:min(settings.split_channels, len(maxima[name]) // 2)]
+                channels[name] = len(top)
+                excluded.append(split_channels(model, name, top))
+            src = Path(work) / src.name
+            save_onnx(model, src)
+            del model
+        # IntegerOps mode first rewrites Gemm(transB=1) as MatMul with a transposed weight copy, so
+        # the output head (a Gemm in the fp32 graph) is quantized as a MatMul.
+        dynamic_int8(src, dst, per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                     op_types_to_quantize=settings.op_types(), nodes_to_exclude=excluded,
+                     use_external_data_format=large)
     if blocks:
-        from .export import save_onnx
         from .int4 import nbits_only
 
         model = nbits_only(onnx.load(str(dst)), 8, blocks)
         for stale in dst.parent.glob(dst.name + "*"):
             stale.unlink()
         save_onnx(model, dst)
-    return {**settings.manifest(), "excluded_patterns": list(patterns), "excluded_nodes": sorted(excluded),
-            "8bit_block_nodes": blocks}
+    return {**settings.manifest(), "excluded_patterns": list(outliers) + list(settings.exclude),
+            "excluded_nodes": sorted(n for n, t in how.items() if t != "split"), "8bit_block_nodes": blocks,
+            "split_nodes": channels, "calibration_feeds": len(speech) if split else 0}
+
+
+def channel_maxima(model: Any, nodes: list[str], feeds: list[dict[str, Any]], work: Path) -> dict[str, np.ndarray]:
+    """Per named MatMul node, the largest |x| of each channel (last axis) of its input over `feeds`,
+    from the float graph `model` (its outputs are put back as they were)."""
+    from onnx import TensorProto, helper
+
+    import onnxruntime as ort
+
+    from .export import save_onnx
+
+    inputs = {n.name: n.input[0] for n in model.graph.node if n.name in set(nodes)}
+    kept = len(model.graph.output)
+    model.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None)
+                              for x in sorted(set(inputs.values())))
+    probe = work / "probe.onnx"
+    try:
+        save_onnx(model, probe)
+    finally:
+        del model.graph.output[kept:]
+    session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    names = sorted(set(inputs.values()))
+    maxima: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        wanted = {i.name: feed[i.name] for i in session.get_inputs()}
+        for name, x in zip(names, session.run(names, wanted)):
+            m = np.abs(x).reshape(-1, x.shape[-1]).max(axis=0)
+            maxima[name] = np.maximum(maxima[name], m) if name in maxima else m
+    for stale in work.glob("probe.onnx*"):
+        stale.unlink()
+    return {node: maxima[x] for node, x in inputs.items()}
 
 
 def dynamic_int8(src: str | Path, dst: str | Path, **options: Any) -> None:
@@ -148,19 +227,23 @@ def dynamic_int8(src: str | Path, dst: str | Path, **options: Any) -> None:
 @dataclass(frozen=True)
 class FamilyHints:
     """Per graph role, node-name patterns (re.search) whose inputs carry outliers that one 8-bit
-    activation scale per tensor cannot hold: int8 (dynamic) and int8-static leave them float.
-    Weight-only int4 has no activation scales and ignores them."""
+    activation scale per tensor cannot hold, each with what dynamic int8 gives them ("split",
+    "8bit-blocks" or "float"; the module docstring). int8-static leaves them all float; weight-only
+    int4 has no activation scales and ignores them."""
 
-    outliers: dict[str, tuple[str, ...]]
+    outliers: dict[str, dict[str, str]]
     logits: str = "logits"         # the graph output computed by the output head
     autoregressive: str = "decoder"  # the graph run once per token (bandwidth-bound)
 
 
 FAMILY_HINTS = {
-    # fc2 reads GELU outputs; the encoder's first layer reads the convolution stem (measured, above)
-    "whisper": FamilyHints({"encoder": (r"/fc2/", r"^/encoder/layers\.0/"), "decoder": (r"/fc2/",)}),
-    # the audio encoder is Whisper-like (fc2 after GELU); no measurement yet for the decoder
-    "qwen3_asr": FamilyHints({"encoder": (r"/fc2/",), "decoder": ()}),
+    # fc2 reads GELU outputs (a few channels: split in the encoder's long windows; a decode step's
+    # few rows suit 8-bit blocks); the encoder's first layer reads the convolution stem (float)
+    "whisper": FamilyHints({"encoder": {r"/fc2/": "split", r"^/encoder/layers\.0/": "float"},
+                            "decoder": {r"/fc2/": "8bit-blocks"}}),
+    # the audio encoder is Whisper-like (fc2 after GELU; not measured on trained weights here, so
+    # the recipe measured before the split); no measurement yet for the decoder
+    "qwen3_asr": FamilyHints({"encoder": {r"/fc2/": "8bit-blocks"}, "decoder": {}}),
 }
 
 
@@ -195,25 +278,34 @@ def quantize_graphs(folder: str | Path, manifest: dict[str, Any], precision: str
     options.check(precision)
     folder = Path(folder)
     hints = family_hints(manifest["family"])
-    calibration = None
+    calibration = speech = None
     if precision == "int8-static":
         calibration = capture(folder, manifest, check_audio_files(options.calibration), options.static.samples)
 
+    def dynamic(role: str) -> bool:
+        """Does dynamic int8 quantize this graph?"""
+        return precision == "int8" or (precision == "int4" and options.int4.other_graphs == "int8"
+                                        and role != hints.autoregressive)
+
+    if any(dynamic(role) and any(options.int8.treatment(t) == "split" for t in hints.outliers.get(role, {}).values())
+           for role in manifest["graphs"]):
+        # before any graph is replaced: the fp32 package transcribes the clip
+        speech = capture(folder, manifest, (CALIBRATION_SPEECH,), limit=8)
+
     def recipe(role: str, file: str):
-        outliers = hints.outliers.get(role, ())
-        if precision == "int8":
-            return lambda s, d: quantize_int8(s, d, options.int8, outliers)
+        outliers = hints.outliers.get(role, {})
+        feeds = speech.feeds.get(file, []) if speech else []
+        if dynamic(role):
+            return lambda s, d: quantize_int8(s, d, options.int8, outliers, feeds)
         if precision == "fp16":
             return convert_fp16
         if precision == "int4":
             if role == hints.autoregressive or options.int4.other_graphs == "int4":
                 return lambda s, d: quantize_int4(s, d, options.int4, hints.logits)
-            if options.int4.other_graphs == "int8":
-                return lambda s, d: quantize_int8(s, d, options.int8, outliers)
             return None
         if precision == "int8-static":
-            return lambda s, d: quantize_int8_static(s, d, calibration.feeds.get(file, []), options.static, outliers,
-                                                     hints.logits)
+            return lambda s, d: quantize_int8_static(s, d, calibration.feeds.get(file, []), options.static,
+                                                     tuple(outliers), hints.logits)
         raise ValueError(f"precision {precision!r}: nothing to quantize")
 
     done: dict[str, Any] = {}
@@ -223,6 +315,8 @@ def quantize_graphs(folder: str | Path, manifest: dict[str, Any], precision: str
     record: dict[str, Any] = {"precision": precision, "graphs": done}
     if calibration is not None:
         record["calibration"] = calibration.manifest()
+    if speech is not None:
+        record["split_calibration"] = {**speech.manifest(), "audio": CALIBRATION_SPEECH.name}
     return record
 
 
