@@ -22,7 +22,7 @@ from qasr_edge.audio import load_audio
 from qasr_edge.search import Decoded, Hypothesis
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
 from qasr_edge.streaming.agreement import (WordStarts, agreement, before_loop, complete_words, confident_words,
-                                          rollback)
+                                          rollback, spelled_through)
 from qasr_edge.streaming.endpoint import Endpointer
 from qasr_edge.streaming.session import drive
 from qasr_edge.streaming.whisper import DETECT_SECONDS, parse_hypothesis
@@ -103,6 +103,16 @@ def test_words_agree_when_spelled_the_same_case_and_punctuation_aside():
     assert agreement(prev[:3], cur, starts_word, spelling) == (4, 5)
     assert agreement([100, 101, 2], [100, 101, 102], starts_word, spelling) == (1, 1)   # "clubs" != "club"
     assert agreement([], cur, starts_word, spelling) == (0, 0)
+
+
+def test_committed_text_spelled_differently_is_found_by_its_letters():
+    # "our club" was committed; this hypothesis spells it ", Our club, will"
+    cur = [1, 105, 101, 1, 102]
+    assert spelled_through(cur, len(spelling([100, 101])), spelling) == 3    # through " club"
+    assert spelled_through(cur, 0, spelling) == 0
+    assert spelled_through(cur, 3, spelling) == 2                          # ", Our"
+    assert spelled_through(cur, 99, spelling) == 5                         # never: all of it
+    assert spelled_through([], 1, spelling) == 0
 
 
 def test_confident_words_commit_whole_and_stop_at_the_first_doubt():

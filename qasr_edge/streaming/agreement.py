@@ -92,6 +92,19 @@ def agreement(previous: Sequence[int], current: Sequence[int], starts_word: Call
     return (cw[k - 2][1] if k >= 2 else 0), agreed
 
 
+def spelled_through(tokens: Sequence[int], letters: int, spelling: Callable[[Sequence[int]], str]) -> int:
+    """The fewest leading tokens whose spelling holds `letters` letters (all of them if it never
+    does). A longer prefix never spells fewer letters, so this bisects: O(log n) decodes."""
+    lo, hi = 0, len(tokens)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(spelling(tokens[:mid])) >= letters:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def confident_words(tokens: Sequence[int], probs: Sequence[float], ends: Sequence[float], start: int,
                     starts_word: Callable[[int], bool], min_prob: float, before: float) -> int:
     """How many leading tokens of `tokens` to commit on one hypothesis alone, going on from

@@ -27,7 +27,7 @@ from .. import _core
 from ..options import TranscribeOptions
 from ..families.whisper.graphs import join_windows, take_windows
 from ..search import Decoded
-from .agreement import WordStarts, agreement, before_loop, complete_words, confident_words
+from .agreement import WordStarts, agreement, before_loop, complete_words, confident_words, spelled_through
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
@@ -120,6 +120,7 @@ class WhisperStream(VoiceSession):
         self._start = 0                      # first mel frame of the buffer
         self._last_end = 0.0                 # end of the last final, seconds in the stream
         self._starts_word = WordStarts(model.tokenizer)
+        self._weights: dict[int, int] = {}
         self._spoken: str | None = None      # the language of the last update decoded
         self._new_utterance()
 
@@ -248,11 +249,8 @@ class WhisperStream(VoiceSession):
         n = len(self.committed)
         if tokens[:n] == self.committed:
             return n
-        want = len(self._starts_word.spelling(self.committed))
-        for j in range(len(tokens) + 1):
-            if len(self._starts_word.spelling(tokens[:j])) >= want:
-                return j
-        return len(tokens)
+        spelling = self._starts_word.spelling
+        return spelled_through(tokens, len(spelling(self.committed)), spelling)
 
     def _trim(self, h: Hypothesis, start: int, frames: int) -> None:
         """Move the buffer's start past committed segments once it is long; cut it when too long."""
@@ -277,7 +275,11 @@ class WhisperStream(VoiceSession):
                            self.language, self.seconds_fed, tuple(tokens))
 
     def _weight(self, token: int) -> int:
-        return len(self.model.tokenizer.decode([token]).strip())
+        """A token's share of its run's time: the characters it spells (cached per id)."""
+        weight = self._weights.get(token)
+        if weight is None:
+            weight = self._weights[token] = len(self.model.tokenizer.decode([token]).strip())
+        return weight
 
 
 def _through_text_token(raw: list[int], n: int, timestamp_begin: int) -> list[int]:

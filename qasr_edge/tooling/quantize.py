@@ -137,8 +137,8 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
         if split:
             if not speech:
                 raise ValueError(f"{src.name}: splitting outlier channels needs feeds captured on speech")
+            maxima = channel_maxima(src, split, speech)
             model = onnx.load(str(src))
-            maxima = channel_maxima(model, split, speech, Path(work))
             for name in split:
                 top = np.argsort(-maxima[name], kind="stable")[:min(settings.split_channels, len(maxima[name]) // 2)]
                 channels[name] = len(top)
@@ -163,34 +163,33 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
             "split_nodes": channels, "calibration_feeds": len(speech) if split else 0}
 
 
-def channel_maxima(model: Any, nodes: list[str], feeds: list[dict[str, Any]], work: Path) -> dict[str, np.ndarray]:
-    """Per named MatMul node, the largest |x| of each channel (last axis) of its input over `feeds`,
-    from the float graph `model` (its outputs are put back as they were)."""
+def channel_maxima(path: Path, nodes: list[str], feeds: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per named MatMul node of the float graph file `path`, the largest |x| of each channel (last
+    axis) of its input over `feeds`. The graph runs with those inputs as extra outputs, from a copy
+    of its proto beside it (the weights stay where they are)."""
+    onnx = require("onnx")
+    import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    import onnxruntime as ort
-
-    from .export import save_onnx
-
-    inputs = {n.name: n.input[0] for n in model.graph.node if n.name in set(nodes)}
-    kept = len(model.graph.output)
-    model.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None)
-                              for x in sorted(set(inputs.values())))
-    probe = work / "probe.onnx"
-    try:
-        save_onnx(model, probe)
-    finally:
-        del model.graph.output[kept:]
-    session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(path), load_external_data=False)
+    inputs = {n.name: n.input[0] for n in graph.graph.node if n.name in set(nodes)}
     names = sorted(set(inputs.values()))
+    graph.graph.output.extend(helper.make_tensor_value_info(x, TensorProto.FLOAT, None) for x in names)
+    handle, name = tempfile.mkstemp(prefix=".probe-", suffix=".onnx", dir=path.parent)
+    os.close(handle)
+    probe = Path(name)
+    try:
+        onnx.save(graph, str(probe))
+        del graph
+        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    finally:
+        probe.unlink()
     maxima: dict[str, np.ndarray] = {}
     for feed in feeds:
         wanted = {i.name: feed[i.name] for i in session.get_inputs()}
         for name, x in zip(names, session.run(names, wanted)):
             m = np.abs(x).reshape(-1, x.shape[-1]).max(axis=0)
             maxima[name] = np.maximum(maxima[name], m) if name in maxima else m
-    for stale in work.glob("probe.onnx*"):
-        stale.unlink()
     return {node: maxima[x] for node, x in inputs.items()}
 
 
