@@ -35,8 +35,8 @@ from qasr_edge.tooling.whisper import (DECODER_INPUTS, DECODER_OUTPUTS, cache_na
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIPS = json.loads((FIXTURES / "fixtures.json").read_text())["clips"]
 PARITY = 1e-4            # fp32 graphs vs transformers
-INT8_TOP1_ALL = 0.93      # measured 0.966 (229/237 tokens) on the 8 clips + 30 s of long_en.wav
-INT8_TOP1_ENGLISH = 0.97  # measured 0.992 (122/123)
+INT8_TOP1_ALL = 0.93      # measured 0.970 (230/237 tokens) on the 8 clips + 30 s of long_en.wav
+INT8_TOP1_ENGLISH = 0.97  # measured 1.000 (123/123); 0.954 / 0.984 with the encoder fc2 as 8-bit blocks
 
 
 # --- helpers ------------------------------------------------------------------------------------
