@@ -76,7 +76,7 @@ from .static import StaticSettings, quantize_int8_static
 
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 OUTLIER_TREATMENTS = ("split", "8bit-blocks", "float")
-# speech that int8's channel split is calibrated on (espeak-ng, 9.8 s of English; the README's example)
+# speech that int8's channel split is calibrated on (9.8 s of English, the README's example)
 CALIBRATION_SPEECH = Path(__file__).parent / "data" / "welcome.wav"
 
 
@@ -136,7 +136,7 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
     excluded = sorted(n for n, t in how.items() if t != "split")
     large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > _EXTERNAL_DATA_BYTES
     channels: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix=".split-", dir=dst.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=".split-", dir=dst.parent) as work:   # the split graph, if any
         if split:
             if not speech:
                 raise ValueError(f"{src.name}: splitting outlier channels needs feeds captured on speech")
