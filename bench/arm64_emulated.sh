@@ -110,7 +110,7 @@ export_packages() {
         dir=$WORK/packages/whisper-base-$precision
         if [ -f "$dir/manifest.json" ]; then log "package: $dir (already there)"; continue; fi
         log "package: exporting whisper-base $precision on x86"
-        "$PYTHON" -m qasr_edge.cli export whisper-base --output "$dir" --precision "$precision" --overwrite
+        (cd /tmp && "$PYTHON" -m qasr_edge.cli export whisper-base --output "$dir" --precision "$precision" --overwrite)
     done
 }
 
