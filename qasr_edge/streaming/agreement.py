@@ -8,19 +8,22 @@ from typing import Callable, Sequence
 class WordStarts:
     """Which token ids begin a word: a leading space, or a character of a script written without
     spaces (every such character is a word), or one of `also` (markers after which text starts).
-    Answers are cached per id."""
+    Each id's text is decoded once and cached (`piece`)."""
 
     def __init__(self, tokenizer, also: tuple[int, ...] = ()):
         self.tokenizer, self.also = tokenizer, set(also)
-        self._known: dict[int, bool] = {}
+        self._pieces: dict[int, str] = {}
+
+    def piece(self, token: int) -> str:
+        """The text of one token id on its own."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = self.tokenizer.decode([token])
+        return text
 
     def __call__(self, token: int) -> bool:
-        known = self._known.get(token)
-        if known is None:
-            first = self.tokenizer.decode([token])[:1]
-            known = first == " " or (first.isalpha() and not first.isascii()) or token in self.also
-            self._known[token] = known
-        return known
+        first = self.piece(token)[:1]
+        return first == " " or (first.isalpha() and not first.isascii()) or token in self.also
 
     def spelling(self, tokens: Sequence[int]) -> str:
         """What a word says, for comparing two hypotheses: its letters and digits in lower case,

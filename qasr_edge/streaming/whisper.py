@@ -120,7 +120,6 @@ class WhisperStream(VoiceSession):
         self._start = 0                      # first mel frame of the buffer
         self._last_end = 0.0                 # end of the last final, seconds in the stream
         self._starts_word = WordStarts(model.tokenizer)
-        self._weights: dict[int, int] = {}
         self._spoken: str | None = None      # the language of the last update decoded
         self._new_utterance()
 
@@ -275,11 +274,8 @@ class WhisperStream(VoiceSession):
                            self.language, self.seconds_fed, tuple(tokens))
 
     def _weight(self, token: int) -> int:
-        """A token's share of its run's time: the characters it spells (cached per id)."""
-        weight = self._weights.get(token)
-        if weight is None:
-            weight = self._weights[token] = len(self.model.tokenizer.decode([token]).strip())
-        return weight
+        """A token's share of its run's time: the characters it spells."""
+        return len(self._starts_word.piece(token).strip())
 
 
 def _through_text_token(raw: list[int], n: int, timestamp_begin: int) -> list[int]:

@@ -133,7 +133,8 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
                 how.setdefault(name, settings.treatment(treatment))
     split = sorted(n for n, t in how.items() if t == "split")
     blocks = sorted(n for n, t in how.items() if t == "8bit-blocks")
-    excluded = sorted(n for n, t in how.items() if t != "split")
+    left_out = sorted(n for n, t in how.items() if t != "split")   # float or 8-bit blocks
+    excluded = list(left_out)   # from quantize_dynamic: those, and the float halves of split nodes
     large = sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) > _EXTERNAL_DATA_BYTES
     channels: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix=".split-", dir=dst.parent) as work:   # the split graph, if any
@@ -162,7 +163,7 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
             stale.unlink()
         save_onnx(model, dst)
     return {**settings.manifest(), "excluded_patterns": list(outliers) + list(settings.exclude),
-            "excluded_nodes": sorted(n for n, t in how.items() if t != "split"), "8bit_block_nodes": blocks,
+            "excluded_nodes": left_out, "8bit_block_nodes": blocks,
             "split_nodes": channels, "calibration_feeds": len(speech) if split else 0}
 
 
