@@ -200,6 +200,73 @@ def test_outlier_channels_split_off_in_float_leave_the_rest_to_int8(tmp_path):
         Int8Settings(outliers="blocks")
 
 
+def _fc1_gelu_fc2_graph(path: Path, extra_reader: bool = False) -> tuple[np.ndarray, list[int]]:
+    """x [n, 16] -> fc1 (MatMul 16 x 64, bias Add) -> GELU written out as Whisper's export writes it
+    (Div, Erf, Add, Mul, Mul over scalar constants) -> fc2 (MatMul 64 x 8), saved at `path`. fc1's
+    columns 5 and 40 are large, so those channels of fc2's input are the loud ones. With
+    `extra_reader`, fc1's output is a graph output too. Returns inputs and the loud channels."""
+    rng = np.random.default_rng(7)
+    w1 = rng.standard_normal((16, 64)).astype(np.float32) * 0.3
+    w1[:, [5, 40]] *= 40.0
+    consts = {"w1": w1, "b1": rng.standard_normal(64).astype(np.float32), "sqrt2": np.float32(np.sqrt(2.0)),
+              "one": np.float32(1.0), "half": np.float32(0.5), "w2": rng.standard_normal((64, 8)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
+             helper.make_node("Add", ["b1", "h0"], ["h"], name="fc1/bias"),
+             helper.make_node("Div", ["h", "sqrt2"], ["d"], name="gelu/div"),
+             helper.make_node("Erf", ["d"], ["e"], name="gelu/erf"),
+             helper.make_node("Add", ["e", "one"], ["e1"], name="gelu/add"),
+             helper.make_node("Mul", ["h", "e1"], ["m"], name="gelu/mul"),
+             helper.make_node("Mul", ["m", "half"], ["g"], name="gelu/half"),
+             helper.make_node("MatMul", ["g", "w2"], ["y"], name="fc2")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])]
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, ["n", 64]))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+                              outputs, [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return rng.standard_normal((100, 16)).astype(np.float32), [5, 40]
+
+
+def test_split_channels_computes_them_apart_from_fc1_through_gelu(tmp_path):
+    from qasr_edge.tooling.graph_edits import split_channels
+    from qasr_edge.tooling.quantize import Int8Settings, quantize_int8
+
+    x, loud = _fc1_gelu_fc2_graph(tmp_path / "mlp.onnx")
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    exact = run(tmp_path / "mlp.onnx")
+    error = lambda y: float(np.linalg.norm(y - exact) / np.linalg.norm(exact))
+
+    # fc1, its bias and the GELU are split along with fc2: nothing gathers or masks channels
+    model = onnx.load(tmp_path / "mlp.onnx")
+    assert split_channels(model, "fc2", loud) == "fc2/channels"
+    ops = [n.op_type for n in model.graph.node]
+    assert "Gather" not in ops and ops.count("MatMul") == 4 and ops.count("Erf") == 2
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert weights["fc1/in1/channels"].shape == (16, 2) and weights["fc1/in1/rest"].shape == (16, 62)
+    assert weights["fc1/bias/in0/channels"].shape == (2,) and weights["fc2/rest_weight"].shape == (62, 8)
+    assert not {"w1", "w2", "b1"} & set(weights)   # the old weights went with the old nodes
+    onnx.save(model, tmp_path / "carved.onnx")
+    assert error(run(tmp_path / "carved.onnx")) < 1e-5   # the same sums, in another order
+
+    # quantized: the same split as gathering and masking the channels would give, without those nodes
+    record = quantize_int8(tmp_path / "mlp.onnx", tmp_path / "int8.onnx", Int8Settings(split_channels=2),
+                           {"fc2": "split"}, [{"x": x[:40]}])
+    assert record["split_nodes"] == {"fc2": 2}
+    int8 = onnx.load(tmp_path / "int8.onnx")
+    assert [n.op_type for n in int8.graph.node if n.name == "fc2/channels"] == ["MatMul"]   # float
+    assert error(run(tmp_path / "int8.onnx")) < 0.03
+    quantize_int8(tmp_path / "mlp.onnx", tmp_path / "plain.onnx", Int8Settings())
+    assert error(run(tmp_path / "plain.onnx")) > 2 * error(run(tmp_path / "int8.onnx"))
+
+    # fc1's output read by something else too: it keeps all its channels, and fc2's are gathered
+    _fc1_gelu_fc2_graph(tmp_path / "shared.onnx", extra_reader=True)
+    model = onnx.load(tmp_path / "shared.onnx")
+    split_channels(model, "fc2", loud)
+    assert [n.op_type for n in model.graph.node].count("Gather") == 1
+    onnx.save(model, tmp_path / "gathered.onnx")
+    assert error(run(tmp_path / "gathered.onnx")) < 1e-5
+
+
 def test_calibration_recorder_keeps_a_bounded_uniform_sample():
     from qasr_edge.tooling.calibration import _RecordingSession
 

@@ -30,7 +30,10 @@ class TableState:
 
 
 def bigram(probs: dict[int, dict[int, float]], vocab: int) -> np.ndarray:
+    """Log-probabilities of the listed pairs; the rest -30, and an unlisted end -40: beams fill up
+    with unlikely tokens (equal ones taken by lower id) rather than with hypotheses ended at once."""
     table = np.full((vocab, vocab), -30.0, dtype=np.float32)
+    table[:, EOS] = -40.0
     for a, row in probs.items():
         for b, p in row.items():
             table[a, b] = np.log(p)

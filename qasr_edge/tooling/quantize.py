@@ -39,7 +39,9 @@ family table says what each gets (`Int8Settings.outliers` can override it for al
 - "split": the outliers of fc2's input sit in a few channels (per-channel max |x| on speech: the
   median channel 1.2-9, the largest 6-204). The 64 channels largest on a bundled speech clip
   (`CALIBRATION_SPEECH`, captured through the fp32 package) go through a small float MatMul, the
-  rest through dynamic int8 (`graph_edits.split_channels`). Whisper's encoder fc2.
+  rest through dynamic int8 (`graph_edits.split_channels`). Whisper's encoder fc2. fc1 and the GELU
+  before it are split the same way, so the two parts are computed apart (no gather or mask: the
+  encoder 3% faster than with them, the same outputs; BENCHMARKS.md, thirteenth session).
 - "float": left float. The first layer of Whisper's encoder, whose outliers are spread wider.
 - "8bit-blocks": MatMulNBits with 8-bit weights in blocks of 32 rows, whose CPU kernel quantizes
   the activations per block of 32 as well, so an outlier only coarsens its own block. Fast for a
@@ -147,6 +149,9 @@ def quantize_int8(src: str | Path, dst: str | Path, settings: Int8Settings = INT
                 top = np.argsort(-maxima[name], kind="stable")[:min(settings.split_channels, len(maxima[name]) // 2)]
                 channels[name] = len(top)
                 excluded.append(split_channels(model, name, top))
+            names = {n.name for n in model.graph.node}
+            # a float node carved by a split (fc1 before fc2) stays float in its channels' copy too
+            excluded += [f"{n}/channels" for n in left_out if f"{n}/channels" in names]
             src = Path(work) / src.name
             save_onnx(model, src)
             del model
