@@ -1,4 +1,4 @@
-"""Layer 1: the search layer on hand-built logits (no model, no ONNX)."""
+"""Layer 1: the search layer on hand-built logits (no model; ONNX Runtime only for its top-k kernel)."""
 
 import numpy as np
 import pytest
