@@ -105,7 +105,7 @@ def _carve(model: Any, target: Any, channels: Any, rest: Any) -> str | None:
     for n in graph.node:
         for i in n.input:
             readers.setdefault(i, []).append(n)
-    width = numpy_helper.to_array(inits[target.input[1]]).shape[0] if target.input[1] in inits else None
+    width = len(channels) + len(rest)   # X's channels, the rows of target's weight
     constant_outputs = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
 
     def constant(name: str) -> Any:
@@ -145,7 +145,7 @@ def _carve(model: Any, target: Any, channels: Any, rest: Any) -> str | None:
         order.append(node)
         return True
 
-    if width is None or not visit(target.input[0]) or not sources:
+    if not visit(target.input[0]) or not sources:
         return None
     inside = {n.name for n in order + sources} | {target.name}
     produced = [o for n in order + sources for o in n.output]
