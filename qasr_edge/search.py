@@ -242,6 +242,17 @@ def _sample_or_greedy(state, first_logits, options, filters, rngs, prefixes) -> 
     return results  # type: ignore[return-value]
 
 
+def _fill_from_end(kept: list[int]) -> list[int]:
+    """The order of the groups left after some finished (`kept`: their old places, increasing):
+    a group keeps its place where that place still exists, and the last ones move into the places
+    that finished groups left. So only as many groups move as finished, and a decoder state
+    moves their rows and windows, not every one after a finished group."""
+    n = len(kept)
+    movers = iter(g for g in kept if g >= n)
+    held = set(kept)
+    return [p if p in held else next(movers) for p in range(n)]
+
+
 def _beam_search(state, first_logits, options, filters, prefixes) -> list[list[Hypothesis]]:
     n_groups, width = first_logits.shape[0], options.beam_size
     logits = _expand(state, first_logits, width)
@@ -295,6 +306,13 @@ def _beam_search(state, first_logits, options, filters, prefixes) -> list[list[H
                 new_seqs.append(seqs[r] + [tok])
                 new_lps.append(lps[r] + [lp])
                 new_sums.append(score)
+        if len(keep_groups) < len(live):   # groups finished: the last ones move into their places
+            order = _fill_from_end(keep_groups)
+            block = {gi: i for i, gi in enumerate(keep_groups)}
+            entries = [block[gi] * width + j for gi in order for j in range(width)]
+            keep_groups = order
+            keep_rows, next_tokens, new_seqs, new_lps, new_sums = (
+                [xs[i] for i in entries] for xs in (keep_rows, next_tokens, new_seqs, new_lps, new_sums))
         live = [live[gi] for gi in keep_groups]
         if not live:
             seqs = []

@@ -71,6 +71,21 @@ def test_a_run_of_windows_is_taken_as_a_view():
         assert np.array_equal(got, np.take(kv, w, axis=2))
 
 
+def test_finished_windows_are_compacted_in_place():
+    from qasr_edge.families.whisper.graphs import compact_windows
+
+    for kept in ([0, 1, 2, 7, 4, 5, 6], [0, 2, 3, 5], [3, 1], [0, 1, 2]):   # last into the gaps, in order, ...
+        kv = np.arange(2 * 2 * 8 * 3, dtype=np.float32).reshape(2, 2, 8, 3)
+        expected = np.take(kv, kept, axis=2)
+        got = compact_windows(kv, kept)
+        assert np.shares_memory(got, kv) and np.array_equal(got, expected)
+        assert got[1, 0].flags.c_contiguous   # each layer's keys still in one piece for the decoder
+    kv = np.arange(2 * 2 * 8 * 3, dtype=np.float32).reshape(2, 2, 8, 3)
+    for unsafe in ([1, 0], [2, 0, 1]):   # a move would read a window already written over: a copy
+        got = compact_windows(kv, unsafe)
+        assert not np.shares_memory(got, kv) and np.array_equal(got, np.take(kv, unsafe, axis=2))
+
+
 def test_groups_with_prompts_of_different_lengths_copy_from_their_own_prompt_on():
     """Each group skips its own prompt when its beams are reordered (streams decoded together have
     prompts of different lengths); overlapping reads and writes stay safe."""

@@ -84,6 +84,31 @@ def test_batched_groups_match_single_runs():
         assert all(b[0].sum_logprob == pytest.approx(alone.sum_logprob) for b in batched)
 
 
+def test_finished_groups_leave_their_places_to_the_last_groups():
+    """When groups finish, the last groups move into their places (only as many groups move as
+    finished), and every group still gets what it gets alone."""
+    # a group's start token decides how many tokens it says before the end: 1 -> 0, 2 -> 1, 4 -> 2
+    table = bigram({1: {EOS: 1.0}, 2: {3: 1.0}, 3: {EOS: 1.0}, 4: {5: 1.0}, 5: {6: 1.0}, 6: {EOS: 1.0}}, vocab=7)
+    starts = np.array([4, 1, 2, 4, 2])
+    options = SearchOptions(beam_size=3, eos=(EOS,), patience=1 / 3)
+
+    class Recording(TableState):
+        orders = []
+
+        def select(self, rows, groups):
+            super().select(rows, groups)
+            self.orders.append(self.groups.tolist())
+
+    state = Recording(table, starts, len(starts))
+    batched = search(state, table[starts], options)
+    # expanded to beams; group 1 ends first and the last group takes its place; then the groups
+    # that started with 2 (now at places 1 and 2) end, and group 3 takes place 1
+    assert state.orders == [[0, 1, 2, 3, 4], [0, 4, 2, 3], [0, 3]]
+    for g, start in enumerate(starts):
+        alone = search(TableState(table, starts[[g]], 1), table[starts[[g]]], options)[0][0]
+        assert batched[g][0].tokens == alone.tokens == {1: [], 2: [3], 4: [5, 6]}[start]
+
+
 def test_max_new_tokens_cuts_unfinished():
     loop = bigram({1: {1: 0.9, 2: 0.1}, 2: {2: 0.9, 1: 0.1}}, vocab=4)  # end is ~impossible
     for beam in (1, 2):

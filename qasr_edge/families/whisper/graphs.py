@@ -100,13 +100,18 @@ class WhisperGraphs:
             index = np.concatenate([np.asarray(extra_index, np.int64)[:, None], index], axis=1)
         cache = KVCache(self.n_layers, self.n_heads, self.head_dim, groups,
                         min(width + max_new_tokens + 1, self.n_text_ctx))
-        cross = {"kv": cross_kv, "values": self.cross_values(cross_kv)}
+        cross = {"kv": cross_kv, "values": self.cross_values(cross_kv), "own": False}
 
         def keep_groups(kept: np.ndarray) -> dict[str, object]:
             # no reference to the state here: a cycle would keep its buffers alive until the next
             # garbage collection
-            if not keeps_all(kept, cross["kv"].shape[2]):
-                cross["kv"] = take_windows(cross["kv"], kept)
+            kv = cross["kv"]
+            if not keeps_all(kept, kv.shape[2]):
+                if cross["own"]:   # a copy made here: compacted in place
+                    cross["kv"] = compact_windows(kv, kept)
+                else:              # the caller's windows, which it may decode again: a view or a copy
+                    cross["kv"] = take_windows(kv, kept)
+                    cross["own"] = not np.shares_memory(cross["kv"], kv)
                 cross["values"] = self.cross_values(cross["kv"])
             return cross["values"]
 
@@ -131,6 +136,23 @@ def take_windows(cross_kv: np.ndarray, windows: np.ndarray) -> np.ndarray:
     for j, w in enumerate(windows):
         out[:, :, j] = cross_kv[:, :, w]
     return out
+
+
+def compact_windows(cross_kv: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """take_windows in place: window `windows[j]` moves to index j (one that keeps its index is
+    not copied); returns the leading view. When a move would read a window already overwritten,
+    it copies as take_windows does. The search fills a finished group's place with the last group
+    (`search._fill_from_end`), so a batch's finished windows cost one window's copy each, where
+    copying every window left took 0.8 s of 17.9 on the meeting in `vad` chunks."""
+    moves = [(j, w) for j, w in enumerate(np.asarray(windows, dtype=np.int64).tolist()) if w != j]
+    written: set[int] = set()
+    for j, w in moves:
+        if w in written or w >= cross_kv.shape[2]:
+            return take_windows(cross_kv, windows)
+        written.add(j)
+    for j, w in moves:
+        cross_kv[:, :, j] = cross_kv[:, :, w]
+    return cross_kv[:, :, :len(windows)]
 
 
 def join_windows(parts: list[np.ndarray]) -> np.ndarray:
