@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "qasr-edge-package"
-FORMAT_VERSION = 4       # 2: decoder caches are in-place buffers updated by GroupQueryAttention;
+FORMAT_VERSION = 5       # 2: decoder caches are in-place buffers updated by GroupQueryAttention;
                          # 3: weights in <graph>.onnx.data, Whisper encoders take windows under 30 s,
                          #    outlier MatMuls in 8-bit blocks, int4 blocks of 64 (2026-11-27)
                          # 4: Whisper's decoder takes token vectors, looked up by the runtime in
                          #    embed_tokens.npy (2026-11-27)
+                         # 5: Silero VAD as its sequence graph (manifest `vad.kind`
+                         #    "silero-sequence"); int8 Whisper encoders with fc2's loud input
+                         #    channels computed apart from fc1 on (2026-11-28)
 OLDEST_READABLE = 2      # packages older than this must be exported again
 MANIFEST = "manifest.json"
 # what `export --precision` builds and `transcribe --precision` asks for (docs/model-package.md)
