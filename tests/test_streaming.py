@@ -220,6 +220,33 @@ def test_vad_stream_gives_the_detectors_probabilities_in_any_pieces(whisper, eng
     assert stream.frames_done == len(whole) // 512 and pieces.max() > 0.9 and pieces.min() < 0.1
 
 
+def test_vad_sequence_graph_matches_silero_frame_by_frame(whisper, english):
+    """Packages carry Silero's sequence graph, run over all the frames a call completes; it must
+    give what Silero's one-frame graph gives called frame by frame, each frame after the 64
+    samples before it (as Silero's own loop runs it; packages before format 5 carry that graph)."""
+    import copy
+    from importlib.util import find_spec
+
+    import onnxruntime as ort
+
+    detector = whisper.family.vad
+    assert detector.sequence
+    data = Path(next(iter(find_spec("silero_vad").submodule_search_locations))) / "data"
+    one_frame = ort.InferenceSession(str(data / "silero_vad_16k_op15.onnx"), providers=["CPUExecutionProvider"])
+    audio = english[:6 * SR]
+    state, before, expected = np.zeros((2, 1, 128), np.float32), np.zeros(64, np.float32), []
+    for start in range(0, len(audio) - 511, 512):
+        frame = audio[start:start + 512]
+        p, state = one_frame.run(None, {"input": np.concatenate([before, frame])[None], "state": state,
+                                        "sr": np.array(SR, np.int64)})
+        expected.append(p[0, 0])
+        before = frame[-64:]
+    np.testing.assert_allclose(detector.probabilities(audio[:len(expected) * 512]), expected, atol=1e-5)
+    older = copy.copy(detector)   # a package before format 5: the one-frame graph
+    older.sequence, older._path, older._session = False, data / "silero_vad_16k_op15.onnx", None
+    np.testing.assert_allclose(older.probabilities(audio[:len(expected) * 512]), expected, atol=1e-6)
+
+
 def test_whisper_silence_and_noise_give_no_text(whisper):
     rng = np.random.default_rng(0)
     quiet = np.concatenate([np.zeros(3 * SR), 0.003 * rng.standard_normal(4 * SR)]).astype(np.float32)
@@ -350,6 +377,26 @@ def test_whisper_commits_nothing_of_a_looped_hypothesis_until_the_utterance_ends
     finals = [e.text for e in stream._commit(decoded(tokens, [0.0] * len(tokens), looped=True), 0, 400, True)
               if e.type == "final"]
     assert finals == [" We found a copy."]
+
+
+def test_whisper_utterance_end_makes_the_last_hypothesis_final_when_it_heard_it_all(whisper, english):
+    """When an utterance ends inside the audio the last hypothesis heard, its rest is final as it
+    stands, with no decoder call (decoding again once said the last sentence twice). When the
+    utterance goes on past it, the end is decoded."""
+    t = whisper.family.tokens
+    tokens = [t.timestamp_begin] + whisper.family.tokenizer.encode(" Then it rests in settling tanks.")
+    stream = whisper.family.open_stream(StreamOptions(beam_size=1))
+    stream.buffer.accept(english[:4 * SR])
+    assert [e.type for e in stream._commit(decoded(tokens, [np.log(0.5)] * len(tokens)), 0, 300, False)] == ["partial"]
+    end = stream._decode(280, True)
+    with pytest.raises(StopIteration) as stop:
+        next(end)   # no work asked for
+    assert [(e.type, e.text) for e in stop.value.value] == [("final", " Then it rests in settling tanks.")]
+    assert stream.previous == [] and stream.committed == tokens[1:]
+    later = whisper.family.open_stream(StreamOptions(beam_size=1))
+    later.buffer.accept(english[:4 * SR])
+    later._commit(decoded(tokens, [np.log(0.5)] * len(tokens)), 0, 300, False)
+    assert next(later._decode(340, True)).key[1] == "encode"
 
 
 def test_whisper_commits_sure_words_that_ended_before_the_buffer_end_at_once(whisper):

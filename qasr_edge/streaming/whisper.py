@@ -10,8 +10,10 @@ words agree when they are spelled the same, case and punctuation aside. With `co
 1, words the decoder chose with at least that probability do not wait for the next hypothesis.
 The rest is a partial. Once the buffer is longer than TRIM_SECONDS it is trimmed at the end of
 the last committed segment, and past `max_segment_s` it is committed and cut. The voice-activity
-detector ends utterances (what is decoded then is final) and keeps silence away from the decoder;
-a chunk without speech inside an utterance is not decoded.
+detector ends utterances and keeps silence away from the decoder; a chunk without speech inside an
+utterance is not decoded. When an utterance ends, the rest of the last hypothesis is final if that
+hypothesis heard the whole utterance; otherwise the utterance is decoded once more, and all of that
+is final.
 
 Updates ask for their encoder and decoder calls as `Work`, so a `StreamScheduler` can batch the
 calls of many streams.
@@ -128,6 +130,8 @@ class WhisperStream(VoiceSession):
         self.prefix: list[int] = []          # the decoder's tokens through the committed ones (with
                                              # timestamps): forced, so the next update only continues
         self.previous: list[int] = []        # the last hypothesis after the committed tokens
+        self._previous_times: tuple[list[float], list[float]] = ([], [])   # its tokens' starts, ends (stream s)
+        self._heard_through = -1             # the audio (end frame) the last hypothesis heard
         self.language = self.fixed_language
         self._partial = ""
 
@@ -151,6 +155,11 @@ class WhisperStream(VoiceSession):
         self.buffer.drop_before(min(self._start, now))
 
     def _decode(self, end: int, commit_all: bool) -> Update:
+        if commit_all and self._heard_through >= end:
+            # the utterance ended, and the last hypothesis heard all of it: its rest is final as
+            # it stands. (Decoding again, with more of it forced, once made the decoder say the
+            # utterance's last sentence twice.)
+            return self._commit_previous()
         # an utterance a chunk past the limit with nothing trimmed (noise, a loop): commit and cut
         forced = not commit_all and \
             end - self._start >= self.options.max_segment_s * FRAMES_PER_SECOND + self.options.chunk_samples // HOP
@@ -230,6 +239,8 @@ class WhisperStream(VoiceSession):
             events.append(self._event("final", current[:take], begin, end))
         self.committed = h.tokens[:done + take]   # as the decoder spelled it this time
         self.previous = current[take:]
+        self._previous_times = ([offset + t for t in h.starts[done + take:]], [offset + t for t in h.ends[done + take:]])
+        self._heard_through = start + frames
         self.prefix = _through_text_token(raw, len(self.committed), self.model.tokens.timestamp_begin)
         if not commit_all:
             self._trim(h, start, frames)
@@ -239,6 +250,21 @@ class WhisperStream(VoiceSession):
                 begin = max(self._last_end, offset + h.starts[len(h.tokens) - len(rest)])
                 events.append(self._event("partial", rest, begin, max(begin, offset + h.ends[-1])))
             self._partial = text
+        return events
+
+    def _commit_previous(self) -> list[StreamEvent]:
+        """Commit the last hypothesis's rest (up to a loop's repeat, as a final decode would)."""
+        rest = self.previous
+        said = self.context[max(self._given_context, len(self.context) - len(rest)):] + self.committed
+        take = before_loop(said, rest, len(rest), self._starts_word)
+        events = []
+        if take:
+            starts, ends = self._previous_times
+            begin = max(self._last_end, starts[0])
+            self._last_end = max(begin, ends[take - 1])
+            events.append(self._event("final", rest[:take], begin, self._last_end))
+        self.committed = self.committed + rest[:take]
+        self.previous = []
         return events
 
     def _skip_committed(self, tokens: list[int]) -> int:
