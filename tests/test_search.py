@@ -93,7 +93,9 @@ def test_finished_groups_leave_their_places_to_the_last_groups():
     options = SearchOptions(beam_size=3, eos=(EOS,), patience=1 / 3)
 
     class Recording(TableState):
-        orders = []
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.orders = []
 
         def select(self, rows, groups):
             super().select(rows, groups)
