@@ -223,9 +223,8 @@ class WhisperStream(VoiceSession):
             if duration >= self.options.max_segment_s:   # too long: commit through the last closed segment
                 take = max(take, closed[-1] if closed else complete_words(current, len(current), self._starts_word))
         # a loop's repeat is never committed (at the end of an utterance, what follows it is dropped
-        # too); `said`: the tail of the speech committed so far, as long as a repeat can reach back
-        said = self.context[max(self._given_context, len(self.context) - len(current)):] + h.tokens[:done]
-        looped = before_loop(said, current, take, self._starts_word)
+        # too)
+        looped = self._before_loop(h.tokens[:done], current, take)
         if looped < take:
             take = looped
             if commit_all:
@@ -255,8 +254,7 @@ class WhisperStream(VoiceSession):
     def _commit_previous(self) -> list[StreamEvent]:
         """Commit the last hypothesis's rest (up to a loop's repeat, as a final decode would)."""
         rest = self.previous
-        said = self.context[max(self._given_context, len(self.context) - len(rest)):] + self.committed
-        take = before_loop(said, rest, len(rest), self._starts_word)
+        take = self._before_loop(self.committed, rest, len(rest))
         events = []
         if take:
             starts, ends = self._previous_times
@@ -266,6 +264,13 @@ class WhisperStream(VoiceSession):
         self.committed = self.committed + rest[:take]
         self.previous = []
         return events
+
+    def _before_loop(self, committed: list[int], tokens: list[int], n: int) -> int:
+        """How many of tokens[:n] come before a loop's repeat (`agreement.before_loop`), the first
+        copy looked for in the speech said before them: the context, as far back as a repeat of
+        them can reach, and `committed` (the buffer's committed tokens)."""
+        said = self.context[max(self._given_context, len(self.context) - len(tokens)):] + committed
+        return before_loop(said, tokens, n, self._starts_word)
 
     def _skip_committed(self, tokens: list[int]) -> int:
         """How many leading tokens of a hypothesis the committed text covers: the committed tokens

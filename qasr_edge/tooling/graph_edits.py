@@ -149,8 +149,8 @@ def _carve(model: Any, target: Any, channels: Any, rest: Any) -> str | None:
         return None
     inside = {n.name for n in order + sources} | {target.name}
     produced = [o for n in order + sources for o in n.output]
-    if any(o in {g.name for g in graph.output} or any(r.name not in inside for r in readers.get(o, []))
-           for o in produced):
+    outputs = {g.name for g in graph.output}
+    if any(o in outputs or any(r.name not in inside for r in readers.get(o, [])) for o in produced):
         return None   # a value on the way is read elsewhere: it must keep all its channels
 
     names = {n.name for n in graph.node}
