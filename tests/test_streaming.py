@@ -379,10 +379,23 @@ def test_whisper_commits_nothing_of_a_looped_hypothesis_until_the_utterance_ends
     assert finals == [" We found a copy."]
 
 
+def _recording(update, seen: list):
+    """The update, with the kind of each piece of work it asks for appended to `seen`."""
+    result = None
+    try:
+        while True:
+            work = update.send(result)
+            seen.append(work.key[1])
+            result = yield work
+    except StopIteration as stop:
+        return stop.value
+
+
 def test_whisper_utterance_end_makes_the_last_hypothesis_final_when_it_heard_it_all(whisper, english):
     """When an utterance ends inside the audio the last hypothesis heard, its rest is final as it
     stands, with no decoder call (decoding again once said the last sentence twice). When the
-    utterance goes on past it, the end is decoded."""
+    utterance goes on past that audio, the utterance is decoded again; when it goes on more than a
+    second past the end of that hypothesis's text, the audio after the text is decoded on its own."""
     t = whisper.family.tokens
     tokens = [t.timestamp_begin] + whisper.family.tokenizer.encode(" Then it rests in settling tanks.")
     stream = whisper.family.open_stream(StreamOptions(beam_size=1))
@@ -397,6 +410,22 @@ def test_whisper_utterance_end_makes_the_last_hypothesis_final_when_it_heard_it_
     later.buffer.accept(english[:4 * SR])
     later._commit(decoded(tokens, [np.log(0.5)] * len(tokens)), 0, 300, False)
     assert next(later._decode(340, True)).key[1] == "encode"
+    # it heard it all, but its text closed at 1.00 s of the utterance's 2.80 s: that text is final,
+    # and the audio after it is decoded on its own. Closed at 2.40 s, nothing is left unsaid.
+    for close, tail in ((50, True), (120, False)):
+        short = whisper.family.open_stream(StreamOptions(beam_size=1))
+        short._frames_arrived(short.buffer.accept(english[:4 * SR]))
+        closed = tokens + [t.timestamp_begin + close]
+        short._commit(decoded(closed, [np.log(0.5)] * len(closed)), 0, 300, False)
+        seen = []
+        events = drive(_recording(short._decode(280, True), seen))
+        finals = [e for e in events if e.type == "final"]
+        assert finals[0].text == " Then it rests in settling tanks."
+        assert (seen == ["encode", "decode"]) == tail and (len(finals) == 2) == tail
+        if tail:   # words the clip says in its 1.0-2.8 s, not the sentence forced before
+            said = set("tomorrow the weather will be sunny in the morning and rain in the afternoon".split())
+            assert 1.0 <= finals[1].start and finals[1].end <= 2.8 + 1e-6
+            assert len(set(normalise(finals[1].text).split()) & said) >= 4, finals[1].text
 
 
 def test_whisper_commits_sure_words_that_ended_before_the_buffer_end_at_once(whisper):

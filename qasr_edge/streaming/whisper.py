@@ -13,7 +13,8 @@ the last committed segment, and past `max_segment_s` it is committed and cut. Th
 detector ends utterances and keeps silence away from the decoder; a chunk without speech inside an
 utterance is not decoded. When an utterance ends, the rest of the last hypothesis is final if that
 hypothesis heard the whole utterance; otherwise the utterance is decoded once more, and all of that
-is final.
+is final. Either way, when that text stopped more than a second short of the utterance's end, the
+audio after it is decoded on its own and is final too.
 
 Updates ask for their encoder and decoder calls as `Work`, so a `StreamScheduler` can batch the
 calls of many streams.
@@ -49,6 +50,11 @@ MAX_LETTERS = (25.0, 10)    # letters per second of audio, and letters, that a h
                             # more is made up (on 0.29 s left at an utterance's end the decoder
                             # said its prompt's last sentence again, 33 letters)
 CONFIDENT_BEFORE_END_S = 0.5   # a word committed on confidence ended this long before the buffer's end
+UNSAID_FRAMES = 100         # at an utterance's end, audio after the text's end longer than this
+                            # is decoded on its own: the decoder closed its text at 5.2 s of a 9 s
+                            # buffer and stopped, twice, and the last 4 s of speech ("telescopes,
+                            # hot tea and a few folding chairs") were never committed
+MAX_TAILS = 2               # such decodes per utterance end
 
 
 @dataclass
@@ -132,6 +138,8 @@ class WhisperStream(VoiceSession):
         self.previous: list[int] = []        # the last hypothesis after the committed tokens
         self._previous_times: tuple[list[float], list[float]] = ([], [])   # its tokens' starts, ends (stream s)
         self._heard_through = -1             # the audio (end frame) the last hypothesis heard
+        self._said_through = -1              # and where its text ended: its last closed segment's
+                                             # end, or the end of what it heard when the text ran on
         self.language = self.fixed_language
         self._partial = ""
 
@@ -159,7 +167,23 @@ class WhisperStream(VoiceSession):
             # the utterance ended, and the last hypothesis heard all of it: its rest is final as
             # it stands. (Decoding again, with more of it forced, once made the decoder say the
             # utterance's last sentence twice.)
-            return self._commit_previous()
+            events = self._commit_previous()
+        else:
+            events = yield from self._decode_buffer(end, commit_all)
+        for _ in range(MAX_TAILS if commit_all else 0):
+            if not self._start < self._said_through < end - UNSAID_FRAMES:
+                break
+            # the text stopped short of the utterance's end (the decoder closed its last segment
+            # and ended): the audio after it is decoded on its own, as offline transcription goes
+            # on from a window's last timestamp
+            self.context += self.committed
+            self.committed, self.prefix, self.previous = [], [], []
+            self._start = self._said_through
+            events += yield from self._decode_buffer(end, True)
+        return events
+
+    def _decode_buffer(self, end: int, commit_all: bool) -> Update:
+        """Decode the buffer through frame `end`; commit on agreement, or all of it."""
         # an utterance a chunk past the limit with nothing trimmed (noise, a loop): commit and cut
         forced = not commit_all and \
             end - self._start >= self.options.max_segment_s * FRAMES_PER_SECOND + self.options.chunk_samples // HOP
@@ -240,6 +264,8 @@ class WhisperStream(VoiceSession):
         self.previous = current[take:]
         self._previous_times = ([offset + t for t in h.starts[done + take:]], [offset + t for t in h.ends[done + take:]])
         self._heard_through = start + frames
+        closed = bool(h.segment_ends) and h.segment_ends[-1] == len(h.tokens)
+        self._said_through = start + (int(round(h.segment_times[-1] * FRAMES_PER_SECOND)) if closed else frames)
         self.prefix = _through_text_token(raw, len(self.committed), self.model.tokens.timestamp_begin)
         if not commit_all:
             self._trim(h, start, frames)
