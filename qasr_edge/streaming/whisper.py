@@ -264,8 +264,8 @@ class WhisperStream(VoiceSession):
         self.previous = current[take:]
         self._previous_times = ([offset + t for t in h.starts[done + take:]], [offset + t for t in h.ends[done + take:]])
         self._heard_through = start + frames
-        closed = bool(h.segment_ends) and h.segment_ends[-1] == len(h.tokens)
-        self._said_through = start + (int(round(h.segment_times[-1] * FRAMES_PER_SECOND)) if closed else frames)
+        text_closed = bool(h.segment_ends) and h.segment_ends[-1] == len(h.tokens)
+        self._said_through = start + (int(round(h.segment_times[-1] * FRAMES_PER_SECOND)) if text_closed else frames)
         self.prefix = _through_text_token(raw, len(self.committed), self.model.tokens.timestamp_begin)
         if not commit_all:
             self._trim(h, start, frames)
