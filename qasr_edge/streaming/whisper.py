@@ -153,9 +153,14 @@ class WhisperStream(VoiceSession):
         self._new_utterance()
 
     def _end(self, end_frame: int) -> None:
-        self.context += self.committed
-        self._start = max(self._start, end_frame)
+        self._cut(end_frame)
         self._new_utterance()
+
+    def _cut(self, frame: int) -> None:
+        """Start the buffer at `frame`: the text committed in it becomes context, nothing is forced."""
+        self.context += self.committed
+        self.committed, self.prefix = [], []
+        self._start = max(self._start, frame)
 
     def _silence(self, now: int) -> None:
         """Nothing reaches the decoder; only a lead-in is kept for the next utterance."""
@@ -176,9 +181,7 @@ class WhisperStream(VoiceSession):
             # the text stopped short of the utterance's end (the decoder closed its last segment
             # and ended): the audio after it is decoded on its own, as offline transcription goes
             # on from a window's last timestamp
-            self.context += self.committed
-            self.committed, self.prefix, self.previous = [], [], []
-            self._start = self._said_through
+            self._cut(self._said_through)
             events += yield from self._decode_buffer(end, True)
         return events
 
@@ -321,9 +324,7 @@ class WhisperStream(VoiceSession):
             self._start = max(self._start, start + int(round(t * FRAMES_PER_SECOND)))
         elif frames >= self.options.max_segment_s * FRAMES_PER_SECOND and self.committed:
             # no segment closed: cut after the last committed word
-            self._start = max(self._start, start + int(round(h.ends[len(self.committed) - 1] * FRAMES_PER_SECOND)))
-            self.context += self.committed
-            self.committed, self.prefix = [], []
+            self._cut(start + int(round(h.ends[len(self.committed) - 1] * FRAMES_PER_SECOND)))
         self.buffer.drop_before(self._start)
 
     def _event(self, kind: str, tokens: list[int], start: float, end: float) -> StreamEvent:
