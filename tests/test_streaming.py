@@ -275,7 +275,11 @@ def test_int16_pcm_is_accepted(whisper, english):
         run(whisper.stream(chunk_ms=640), pcm.astype(np.float32) / 32768, 10240)))) == 0
 
 
-def test_long_stream_commits_in_utterances(whisper):
+def test_long_stream_commits_in_utterances(whisper, monkeypatch):
+    graphs = whisper.family.graphs
+    windows = []
+    encode = graphs.encode
+    monkeypatch.setattr(graphs, "encode", lambda mel, *a: windows.append(mel.shape[2]) or encode(mel, *a))
     audio = load_audio(FIXTURES / "long_en.wav")
     events = run(whisper.stream(chunk_ms=640), audio, 10240)
     assert_well_formed(events, len(audio) / SR)
@@ -283,6 +287,9 @@ def test_long_stream_commits_in_utterances(whisper):
     assert jiwer.wer(normalise(ref), normalise(text(events))) <= 0.15
     lags = [e.emitted_at - e.end for e in events if e.type == "final"]
     assert len(lags) >= 12 and np.median(lags) < 3.0   # commits follow the speech, not the end of the file
+    # the buffer is trimmed at the ends of committed segments once past TRIM_SECONDS, so it stays
+    # under 15 s (windows of at most 20 s with the padding); it never runs on to max_segment_s
+    assert max(windows) <= 2000
 
 
 def test_whisper_stream_encodes_the_buffer_not_30_s(whisper, english, monkeypatch):
@@ -377,6 +384,31 @@ def test_whisper_commits_nothing_of_a_looped_hypothesis_until_the_utterance_ends
     finals = [e.text for e in stream._commit(decoded(tokens, [0.0] * len(tokens), looped=True), 0, 400, True)
               if e.type == "final"]
     assert finals == [" We found a copy."]
+
+
+def test_whisper_prompts_with_the_committed_text_as_the_decoder_said_it(whisper, english):
+    """Text that leaves the buffer prompts the updates after it with its timestamps, as offline
+    transcription prompts a window with the windows before it. (Prompted with the text alone, the
+    decoder stopped closing segments, and the buffer ran on to max_segment_s untrimmed.)"""
+    t = whisper.family.tokens
+    ts0 = t.timestamp_begin
+    hello = [ts0] + whisper.family.tokenizer.encode(" Hello world.") + [ts0 + 50]   # <|0.00|> Hello world.<|1.00|>
+    morning = [ts0] + whisper.family.tokenizer.encode(" Good morning")
+    stream = whisper.family.open_stream(StreamOptions(beam_size=1, context="Greetings."))
+    given = list(stream.prompt)
+    assert stream._commit(decoded(hello, [np.log(0.5)] * len(hello)), 0, 150, True)
+    stream._end(150)
+    assert stream.prompt == given + hello             # closed where the decoder closed it
+    assert stream._commit(decoded(morning, [np.log(0.5)] * len(morning)), 150, 120, True)
+    stream._end(270)
+    assert stream.prompt == given + hello + morning + [ts0 + 60]   # not closed: where the buffer was cut
+    assert stream.context == given + hello[1:-1] + morning[1:]    # what was said, without timestamps
+    stream._frames_arrived(stream.buffer.accept(english[:4 * SR]))
+    update = stream._decode_buffer(390, False)
+    work = next(update)
+    assert work.key[1] == "encode"
+    work = update.send(work.run([work.item])[0])
+    assert work.key[1] == "decode" and work.item[1] == stream.prompt
 
 
 def _recording(update, seen: list):

@@ -3,8 +3,9 @@
 Per update, the audio of the current utterance from the buffer's start is decoded as one encoder
 window (the buffer and at least 5 s of silence, in 5 s steps, where the package's encoder takes
 windows shorter than Whisper's 30 s; 30 s otherwise), prompted with the text committed before the
-buffer, the tokens committed in the buffer forced as the start of the transcript (so only the rest
-is generated). The words that this hypothesis and the previous one agree on become a final (a
+buffer as the decoder said it (timestamps included, as offline transcription prompts a window), the
+tokens committed in the buffer forced as the start of the transcript (so only the rest is
+generated). The words that this hypothesis and the previous one agree on become a final (a
 word is whole once the next one starts, or once the decoder closed its segment with a timestamp);
 words agree when they are spelled the same, case and punctuation aside. With `commit_prob` under
 1, words the decoder chose with at least that probability do not wait for the next hypothesis.
@@ -35,7 +36,8 @@ from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
 TIME_STEP = 0.02            # seconds per timestamp token
-CONTEXT_TOKENS = 120        # committed tokens before the buffer that prompt the decoder
+CONTEXT_TOKENS = 120        # tokens of the text committed before the buffer (timestamps included)
+                            # that prompt the decoder
 DETECT_SECONDS = 3.0        # the language is detected again until an utterance has this much audio
 SURE_LANGUAGE = 0.5         # a detection less sure than this on less than DETECT_SECONDS of audio,
                             # of a language other than the stream's last, decodes nothing yet:
@@ -118,11 +120,17 @@ class WhisperStream(VoiceSession):
         history = int((options.max_segment_s + 2 * options.chunk_ms / 1000 + 2) * SAMPLE_RATE)
         super().__init__(options, model.vad, _core.StreamBuffer(model.graphs.n_mels, 1, 1, history))
         self.model = model
+        self._ts0 = model.tokens.timestamp_begin
         self.decode_options = TranscribeOptions(beam_size=options.beam_size, temperatures=(0.0,), vad_gate=None,
                                                 max_new_tokens=MAX_NEW_TOKENS, stop_loops=True)
         text = options.context.strip()
         self.context: list[int] = model.tokenizer.encode(" " + text) if text else []
         self._given_context = len(self.context)   # the caller's context text, not speech
+        # what prompts the decoder: the caller's context, then the committed text as the decoder
+        # said it, timestamps and all, as offline transcription prompts each window with the
+        # windows before it. (With the text alone the decoder stopped closing segments: one
+        # segment ran on through a 20 s buffer, which was then never trimmed but cut.)
+        self.prompt: list[int] = self.context[-CONTEXT_TOKENS:]
         self.fixed_language = options.language if model.tokens.multilingual else "en"
         self._mel_max = -np.inf
         self._start = 0                      # first mel frame of the buffer
@@ -136,6 +144,7 @@ class WhisperStream(VoiceSession):
         self.prefix: list[int] = []          # the decoder's tokens through the committed ones (with
                                              # timestamps): forced, so the next update only continues
         self.previous: list[int] = []        # the last hypothesis after the committed tokens
+        self._previous_raw: list[int] = []   # and as the decoder said it, with timestamps
         self._previous_times: tuple[list[float], list[float]] = ([], [])   # its tokens' starts, ends (stream s)
         self._heard_through = -1             # the audio (end frame) the last hypothesis heard
         self._said_through = -1              # and where its text ended: its last closed segment's
@@ -158,9 +167,21 @@ class WhisperStream(VoiceSession):
 
     def _cut(self, frame: int) -> None:
         """Start the buffer at `frame`: the text committed in it becomes context, nothing is forced."""
+        if self.committed:
+            ts0 = self._ts0
+            said = self.prefix if _text(self.prefix, ts0) == self.committed else [ts0] + self.committed
+            if said[-1] < ts0:
+                # the segment closes where the decoder closed it, or else where the buffer is cut
+                after = self._previous_raw[:1] if said is self.prefix else []
+                stamp = after[0] if after and after[0] >= ts0 else ts0 + min(1500, (frame - self._start) // 2)
+                said = said + [max(stamp, max(t for t in said if t >= ts0))]
+            self._prompt_with(said)
         self.context += self.committed
         self.committed, self.prefix = [], []
         self._start = max(self._start, frame)
+
+    def _prompt_with(self, said: list[int]) -> None:
+        self.prompt = (self.prompt + said)[-CONTEXT_TOKENS:]
 
     def _silence(self, now: int) -> None:
         """Nothing reaches the decoder; only a lead-in is kept for the next utterance."""
@@ -210,7 +231,7 @@ class WhisperStream(VoiceSession):
         options = self.decode_options
         decoded, detected = yield Work(
             (id(model), "decode", options, size), lambda items: decode_windows(model, options, items),
-            (cross, self.context[-CONTEXT_TOKENS:], language, self.prefix,
+            (cross, self.prompt, language, self.prefix,
              (short and not (commit_all or forced), self._spoken)))
         if decoded is None:
             return []   # the language is not clear yet: wait for more audio
@@ -269,9 +290,10 @@ class WhisperStream(VoiceSession):
         self._heard_through = start + frames
         text_closed = bool(h.segment_ends) and h.segment_ends[-1] == len(h.tokens)
         self._said_through = start + (int(round(h.segment_times[-1] * FRAMES_PER_SECOND)) if text_closed else frames)
-        self.prefix = _through_text_token(raw, len(self.committed), self.model.tokens.timestamp_begin)
+        self.prefix = _through_text_token(raw, len(self.committed), self._ts0)
+        self._previous_raw = raw[len(self.prefix):]
         if not commit_all:
-            self._trim(h, start, frames)
+            self._trim(h, raw, start, frames)
             rest = self.previous
             text = self.model.tokenizer.decode(rest)
             if self.options.partials and rest and text != self._partial:
@@ -291,6 +313,8 @@ class WhisperStream(VoiceSession):
             self._last_end = max(begin, ends[take - 1])
             events.append(self._event("final", rest[:take], begin, self._last_end))
         self.committed = self.committed + rest[:take]
+        said = _through_text_token(self._previous_raw, take, self._ts0)
+        self.prefix, self._previous_raw = self.prefix + said, self._previous_raw[len(said):]
         self.previous = []
         return events
 
@@ -311,13 +335,15 @@ class WhisperStream(VoiceSession):
         spelling = self._starts_word.spelling
         return spelled_through(tokens, len(spelling(self.committed)), spelling)
 
-    def _trim(self, h: Hypothesis, start: int, frames: int) -> None:
+    def _trim(self, h: Hypothesis, raw: list[int], start: int, frames: int) -> None:
         """Move the buffer's start past committed segments once it is long; cut it when too long."""
         if frames < TRIM_SECONDS * FRAMES_PER_SECOND:
             return
         done = [(n, t) for n, t in zip(h.segment_ends, h.segment_times) if n <= len(self.committed)]
         if done:
             n, t = done[-1]
+            said = _through_text_token(raw, n, self._ts0)
+            self._prompt_with(raw[:len(said) + 1])   # and the timestamp that closed the segment
             self.context += self.committed[:n]
             self.committed = self.committed[n:]
             self.prefix = []   # its timestamps counted from the old start; the hypothesis re-finds the rest
@@ -334,6 +360,10 @@ class WhisperStream(VoiceSession):
     def _weight(self, token: int) -> int:
         """A token's share of its run's time: the characters it spells."""
         return len(self._starts_word.piece(token).strip())
+
+
+def _text(tokens: list[int], timestamp_begin: int) -> list[int]:
+    return [t for t in tokens if t < timestamp_begin]
 
 
 def _through_text_token(raw: list[int], n: int, timestamp_begin: int) -> list[int]:
