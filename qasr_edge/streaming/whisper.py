@@ -169,12 +169,14 @@ class WhisperStream(VoiceSession):
         """Start the buffer at `frame`: the text committed in it becomes context, nothing is forced."""
         if self.committed:
             ts0 = self._ts0
-            said = self.prefix if _text(self.prefix, ts0) == self.committed else [ts0] + self.committed
+            if _text(self.prefix, ts0) == self.committed:
+                said, after = self.prefix, self._previous_raw[:1]
+            else:   # trimmed since it was decoded: its timestamps counted from the old start
+                said, after = [ts0] + self.committed, []
             if said[-1] < ts0:
                 # the segment closes where the decoder closed it, or else where the buffer is cut
-                after = self._previous_raw[:1] if said is self.prefix else []
                 stamp = after[0] if after and after[0] >= ts0 else ts0 + min(1500, (frame - self._start) // 2)
-                said = said + [max(stamp, max(t for t in said if t >= ts0))]
+                said = said + [max([stamp] + [t for t in said if t >= ts0])]
             self._prompt_with(said)
         self.context += self.committed
         self.committed, self.prefix = [], []
