@@ -409,6 +409,13 @@ def test_whisper_prompts_with_the_committed_text_as_the_decoder_said_it(whisper,
     assert work.key[1] == "encode"
     work = update.send(work.run([work.item])[0])
     assert work.key[1] == "decode" and work.item[1] == stream.prompt
+    # a segment trimmed from a long buffer goes in through the timestamp that closed it
+    long = whisper.family.open_stream(StreamOptions(beam_size=1))
+    long.buffer.accept(np.zeros(12 * SR, np.float32))
+    both = hello + [ts0 + 50] + morning[1:]             # ... world.<|1.00|><|1.00|> Good morning
+    for _ in range(2):
+        long._commit(decoded(both, [np.log(0.5)] * len(both)), 0, 1100, False)
+    assert long.prompt == hello and long._start == 100
 
 
 def _recording(update, seen: list):
