@@ -251,7 +251,7 @@ class WhisperStream(VoiceSession):
         raw = self.prefix + ([] if silent else d.best.tokens)
         generated = [] if silent else np.exp(d.best.token_logprobs[:len(d.best.tokens)]).tolist()
         probs = [1.0] * len(self.prefix) + generated
-        h = parse_hypothesis(raw, self.model.tokens.timestamp_begin, duration, self._weight, probs)
+        h = parse_hypothesis(raw, self._ts0, duration, self._weight, probs)
         if len(self._starts_word.spelling(h.tokens)) > MAX_LETTERS[0] * duration + MAX_LETTERS[1]:
             return []   # more text than the audio can hold: nothing of it is committed
         done = self._skip_committed(h.tokens)
