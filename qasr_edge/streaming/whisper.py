@@ -1,7 +1,7 @@
 """Whisper as a stream: LocalAgreement over a growing buffer.
 
 Per update, the audio of the current utterance from the buffer's start is decoded as one encoder
-window (the buffer and at least 5 s of silence, in 5 s steps, where the package's encoder takes
+window (the buffer and at least 5 s of silence, in 1 s steps, where the package's encoder takes
 windows shorter than Whisper's 30 s; 30 s otherwise), prompted with the text committed before the
 buffer as the decoder said it (timestamps included, as offline transcription prompts a window), the
 tokens committed in the buffer forced as the start of the transcript (so only the rest is
@@ -57,6 +57,11 @@ UNSAID_FRAMES = 100         # at an utterance's end, audio after the text's end 
                             # buffer and stopped, twice, and the last 4 s of speech ("telescopes,
                             # hot tea and a few folding chairs") were never committed
 MAX_TAILS = 2               # such decodes per utterance end
+WINDOW_STEP = 100           # mel frames: a window is the buffer and at least 5 s of padding, rounded
+                            # up to 1 s. (Offline rounds to 5 s so that windows share batches. Streams
+                            # on a LiveScheduler update one at a time, where 5 s steps encoded 15% more
+                            # frames; streams stepped together by one StreamScheduler now share an
+                            # encoder call only when their windows round alike.)
 
 
 @dataclass
@@ -219,7 +224,7 @@ class WhisperStream(VoiceSession):
             return []
         raw = self.buffer.frames(start, end)
         model = self.model
-        size = model.graphs.window_frames(frames)
+        size = model.graphs.window_frames(frames, WINDOW_STEP)
         # the padding is silence: the log-mel floor, which Whisper's reference gives the zero
         # samples it pads audio with. (Zeros after normalising, as in faster-whisper's last window,
         # are a steady hum to the model; under them it misplaced its timestamps, and some finals

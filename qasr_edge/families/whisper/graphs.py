@@ -18,7 +18,8 @@ from ...profiles import Profile
 # A window shorter than Whisper's 30 s holds its audio and at least WINDOW_PAD frames of padding,
 # rounded up to WINDOW_STEP frames (5 s), so windows of similar lengths share decoder batches. Measured
 # against 30 s windows (BENCHMARKS.md, 2026-11-27): stream WER +0.56 points on the meeting and
-# -0.49 on the lecture; 32 short sentences decoded offline +0.50.
+# -0.49 on the lecture; 32 short sentences decoded offline +0.50. A caller whose windows are not
+# batched together may round to a finer step (streams: `streaming.whisper.WINDOW_STEP`).
 WINDOW_PAD = 500
 WINDOW_STEP = 500
 
@@ -42,13 +43,15 @@ class WhisperGraphs:
         self.variable_audio_ctx = bool(dims.get("variable_audio_ctx", False))
         self._cross = cache_names("cross", self.n_layers)
 
-    def window_frames(self, frames: int) -> int:
+    def window_frames(self, frames: int, step: int = WINDOW_STEP) -> int:
         """Mel frames of an encoder window holding `frames` of audio: Whisper's full window, or,
-        where the package's encoder allows it, `frames + WINDOW_PAD` rounded up to WINDOW_STEP."""
+        where the package's encoder allows it, `frames + WINDOW_PAD` rounded up to `step` (even)."""
         full = 2 * self.n_audio_ctx
         if not self.variable_audio_ctx:
             return full
-        return min(full, -(-(frames + WINDOW_PAD) // WINDOW_STEP) * WINDOW_STEP)
+        if step < 2 or step % 2:
+            raise ValueError(f"window step of {step} frames: an even number of at least 2")
+        return min(full, -(-(frames + WINDOW_PAD) // step) * step)
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """mel [batch, n_mels, frames] -> cross_kv [layers, 2, batch, heads, frames / 2, head_dim].
