@@ -299,7 +299,7 @@ def test_whisper_stream_encodes_the_buffer_not_30_s(whisper, english, monkeypatc
     monkeypatch.setattr(graphs, "encode", lambda mel, *a: seen.append(mel.shape[2]) or encode(mel, *a))
     events = run(whisper.stream(chunk_ms=640), english, 10240)
     # the buffer (at most the clip's 5 s) and 5 s or more of padding, rounded up to 1 s
-    # (streams.whisper.WINDOW_STEP): the window grows with the buffer
+    # (streaming.whisper.WINDOW_STEP): the window grows with the buffer
     assert text(events) and all(w % 100 == 0 and 600 <= w <= 1100 for w in seen) and len(set(seen)) >= 4
     assert seen == sorted(seen)
     # offline windows round up to 5 s, so that windows of similar lengths share a batch
