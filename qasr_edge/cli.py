@@ -1,4 +1,4 @@
-"""The `qasr-edge` command: transcribe, stream, dictate, export, models, profiles, bench."""
+"""The `qasr-edge` command: transcribe, stream, dictate, serve, export, models, profiles, bench."""
 
 from __future__ import annotations
 
@@ -70,13 +70,24 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true")
 
     for name, text in (("stream", "transcribe a file or raw PCM on stdin as a live stream (JSONL events)"),
-                       ("dictate", "live text from the microphone")):
+                       ("dictate", "live text from the microphone"),
+                       ("serve", "serve live streams over TCP, one per connection (JSONL events back)")):
         st = sub.add_parser(name, help=text)
         if name == "stream":
             st.add_argument("audio", help="audio file, or - for raw 16 kHz 16-bit mono PCM on stdin")
             st.add_argument("--realtime", action="store_true", help="feed the file at real speed (default: as fast as possible)")
-        else:
+            st.add_argument("--connect", default=None, metavar="HOST:PORT",
+                            help="send the audio to a `qasr-edge serve` server and print its events (the model "
+                                 "options are the server's; the stream options given here go with the audio)")
+        elif name == "dictate":
             st.add_argument("--device", default=None, help="input device (number or name; default: the system's)")
+        else:
+            st.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+            st.add_argument("--port", type=int, default=8765)
+            st.add_argument("--workers", type=int, default=None,
+                            help="threads that decode the streams, the model loaded with threads / workers "
+                                 "intra-op threads (default: one worker per thread)")
+            st.add_argument("--max-streams", type=int, default=4, help="connections decoded at once; more are refused")
         _add_runtime_args(st)
         st.add_argument("--language", "-l", default=None, help="language code (default: detect per utterance)")
         st.add_argument("--context", default="", help="text that comes before the stream")
@@ -142,33 +153,75 @@ def cmd_transcribe(args) -> int:
     return 1 if failed else 0
 
 
+def _stream_options(args) -> dict:
+    """The stream options given on the command line (the others stay the model's and profile's)."""
+    given = dict(language=args.language, context=args.context, chunk_ms=args.chunk_ms, endpoint_ms=args.endpoint_ms,
+                 beam_size=args.beam_size, commit_prob=args.commit_prob)
+    return {**{k: v for k, v in given.items() if v not in (None, "")}, **({"partials": False} if args.no_partials else {})}
+
+
 def _open_stream(args):
     from .model import load_model
 
     model = load_model(args.model, profile=args.profile, threads=args.threads, precision=args.precision)
-    given = {} if args.commit_prob is None else {"commit_prob": args.commit_prob}
-    return model.stream(language=args.language, context=args.context, chunk_ms=args.chunk_ms,
-                        endpoint_ms=args.endpoint_ms, beam_size=args.beam_size, partials=not args.no_partials,
-                        **given)
+    return model.stream(**_stream_options(args))
+
+
+def _print_jsonl(rows) -> None:
+    for row in rows:
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def cmd_stream(args) -> int:
+    from .streaming.events import SAMPLE_RATE
     from .streaming.sources import file_chunks, paced, pcm_chunks
 
-    session = _open_stream(args)
-    size = session.options.chunk_samples
+    if args.connect:
+        from .streaming.server import stream_to_server
+
+        host, _, port = args.connect.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--connect takes HOST:PORT, got {args.connect!r}")
+        options = _stream_options(args)
+        size = (options.get("chunk_ms") or 640) * SAMPLE_RATE // 1000
+    else:
+        session = _open_stream(args)
+        size = session.options.chunk_samples
     chunks = pcm_chunks(sys.stdin.buffer, size) if args.audio == "-" else file_chunks(args.audio, size)
     if args.realtime:
         chunks = paced(chunks)
-
-    def show(events) -> None:
-        for e in events:
-            sys.stdout.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-
+    if args.connect:
+        failed = False
+        for event in stream_to_server(host, int(port), chunks, options):
+            failed = failed or event.get("type") == "error"
+            _print_jsonl([event])
+        return 1 if failed else 0
     for chunk in chunks:
-        show(session.feed(chunk))
-    show(session.finish())
+        _print_jsonl(e.to_dict() for e in session.feed(chunk))
+    _print_jsonl(e.to_dict() for e in session.finish())
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .model import load_model
+    from .profiles import load_profile
+    from .streaming.server import StreamServer
+
+    threads = load_profile(args.profile).with_threads(args.threads).threads
+    workers = args.workers or threads
+    if workers < 1:
+        raise ValueError("--workers must be >= 1")
+    model = load_model(args.model, profile=args.profile, threads=max(1, threads // workers), precision=args.precision)
+    with StreamServer(model, args.host, args.port, workers=workers, max_streams=args.max_streams,
+                      defaults=_stream_options(args)) as server:
+        host, port = server.address
+        print(f"qasr-edge: serving {model.package.name} on {host}:{port} ({workers} workers, up to "
+              f"{args.max_streams} streams); send 16 kHz 16-bit mono PCM per connection", file=sys.stderr, flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -251,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"transcribe": cmd_transcribe, "export": cmd_export, "models": cmd_models,
                "profiles": cmd_profiles, "bench": cmd_bench,
-               "stream": cmd_stream, "dictate": cmd_dictate}[args.command]
+               "stream": cmd_stream, "dictate": cmd_dictate, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -53,6 +53,10 @@ def text(events) -> str:
     return "".join(e.text for e in events if e.type == "final").strip()
 
 
+def reference(clip: str) -> str:
+    return next(c["text"] for c in CLIPS["clips"] if c["file"] == clip)
+
+
 def assert_well_formed(events, duration: float) -> None:
     last_end, last_emit = 0.0, 0.0
     for e in events:
@@ -598,6 +602,146 @@ def test_live_scheduler_raises_a_failing_handler_in_join(one_thread):
         with pytest.raises(KeyError):
             live.join()
         live.join()   # raised once; the worker went on
+
+
+def test_live_update_that_fails_still_runs_the_finish_handed_over_with_it(one_thread):
+    """Audio and its finish taken in one go: a failed update is reported, and the finish after it
+    still commits the stream's text (nothing handed over is lost)."""
+    from qasr_edge.streaming import LiveScheduler
+
+    model, audios, _ = one_thread
+    session = Failing(model, fail_at=1).stream(chunk_ms=640)
+    reports = list(LiveScheduler._update(StreamScheduler(), session, [audios[0]], True))
+    assert len(reports) == 2 and isinstance(reports[0], RuntimeError)
+    assert session.finished
+    assert jiwer.wer(normalise(reference("en_weather.wav")), normalise(text(reports[1]))) <= 0.25
+
+
+class Failing:
+    """A model whose streams fail their `fail_at`-th update (the session goes on after it)."""
+
+    def __init__(self, model, fail_at: int):
+        self.model, self.fail_at = model, fail_at
+
+    def stream(self, **options):
+        session = self.model.stream(**options)
+        update, calls = session._update, []
+
+        def failing(final):
+            calls.append(final)
+            if len(calls) == self.fail_at:
+                raise RuntimeError("a bad update")
+            return update(final)
+
+        session._update = failing
+        return session
+
+
+# --- streams over TCP (qasr-edge serve) --------------------------------------------------------
+
+def _rows(sock) -> list[dict]:
+    with sock.makefile("rb") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def _as_events(rows) -> list[StreamEvent]:
+    return [StreamEvent(**{**r, "tokens": tuple(r["tokens"])}) for r in rows if r["type"] != "error"]
+
+
+def _pcm(audio: np.ndarray) -> bytes:
+    return np.clip(audio * 32768, -32768, 32767).astype("<i2").tobytes()
+
+
+def test_server_decodes_a_stream_per_connection(one_thread):
+    """Two clients at once, one sending bare PCM in odd-sized byte pieces, the other a header of
+    options first; a third connection over `max_streams` gets an error line; each stream's
+    events are well formed and say what its clip says. (Not exactly what the stream says alone:
+    audio that arrives faster than it is decoded is decoded in fewer updates.)"""
+    import socket
+    import time
+
+    from qasr_edge.streaming.server import HEADER, StreamServer
+
+    model, audios, _ = one_thread
+    with StreamServer(model, port=0, workers=2, max_streams=2) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        bare, headed = (socket.create_connection(server.address) for _ in range(2))
+        pcm = _pcm(audios[0])
+        bare.sendall(pcm[:1001])
+        headed.sendall(HEADER + json.dumps({"language": "en", "partials": False}).encode() + b"\n")
+        for _ in range(200):
+            if server.streams == 2:
+                break
+            time.sleep(0.05)
+        assert server.streams == 2
+        third = socket.create_connection(server.address)
+        third.sendall(pcm[:6400])
+        refused = _rows(third)
+        assert [r["type"] for r in refused] == ["error"] and "busy" in refused[0]["message"]
+
+        def send_bare():
+            for i in range(1001, len(pcm), 1001):
+                bare.sendall(pcm[i:i + 1001])
+            bare.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send_bare)
+        sender.start()
+        headed.sendall(_pcm(audios[1]))
+        headed.shutdown(socket.SHUT_WR)
+        got = [_as_events(_rows(c)) for c in (bare, headed)]
+        sender.join()
+    for events, audio, clip in zip(got, audios, ("en_weather.wav", "en_flite.wav")):
+        assert_well_formed(events, len(audio) / SR)
+        assert jiwer.wer(normalise(reference(clip)), normalise(text(events))) <= 0.25
+    assert all(e.type == "final" and e.language == "en" for e in got[1])
+    assert server.streams == 0
+
+
+def test_server_stream_survives_a_failed_update(one_thread):
+    """An update that fails sends an error line; the stream goes on and commits its text."""
+    import time
+
+    from qasr_edge.streaming.server import StreamServer, stream_to_server
+
+    model, audios, _ = one_thread
+
+    def paced():
+        for i in range(0, len(audios[0]), 10240):
+            yield audios[0][i:i + 10240]
+            time.sleep(0.1)
+
+    with StreamServer(Failing(model, fail_at=2), port=0, workers=1) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        rows = list(stream_to_server(*server.address, paced(), {"chunk_ms": 640}))
+    errors = [r for r in rows if r["type"] == "error"]
+    assert len(errors) == 1 and "a bad update" in errors[0]["message"]
+    assert rows.index(errors[0]) < len(rows) - 1 and rows[-1]["type"] == "final"
+    assert jiwer.wer(normalise(reference("en_weather.wav")), normalise(text(_as_events(rows)))) <= 0.25
+
+
+def test_cli_serve_and_stream_connect(whisper_base_package):
+    """`qasr-edge serve` on a free port, `qasr-edge stream --connect` sending it a file; Ctrl-C
+    stops the server cleanly."""
+    import signal
+
+    server = subprocess.Popen([sys.executable, "-m", "qasr_edge.cli", "serve", "--model", str(whisper_base_package),
+                               "--port", "0", "--threads", "2"], stderr=subprocess.PIPE, text=True,
+                              cwd=tempfile.gettempdir())
+    try:
+        banner = server.stderr.readline()
+        address = re.search(r" on (\S+:\d+) ", banner)
+        assert address, banner
+        out = subprocess.run([sys.executable, "-m", "qasr_edge.cli", "stream", str(FIXTURES / "en_weather.wav"),
+                              "--connect", address.group(1), "--no-partials"],
+                             capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert rows and all(r["type"] == "final" for r in rows)
+        said = normalise("".join(r["text"] for r in rows))
+        assert jiwer.wer(normalise(reference("en_weather.wav")), said) <= 0.25
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0
+    finally:
+        server.kill()
 
 
 # --- Qwen3-ASR (tiny random checkpoint) ------------------------------------------------------

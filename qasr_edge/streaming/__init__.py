@@ -9,7 +9,7 @@
 Models stay stateless; everything a stream remembers lives in its session. A `StreamScheduler`
 steps many sessions together and batches their encoder and decoder calls; a `LiveScheduler`
 takes each stream's audio as it arrives and decodes it on worker threads, each stream as soon as
-a worker is free.
+a worker is free; `server.StreamServer` serves such streams over TCP, one per connection.
 """
 
 from .events import EVENT_TYPES, SAMPLE_RATE, StreamEvent, StreamOptions

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -130,16 +130,14 @@ class LiveScheduler:
         while (taken := self._take()) is not None:
             session, (pieces, finish) = taken
             started = time.perf_counter()
-            try:
-                result = self._update(scheduler, session, pieces, finish)
-            except Exception as exc:   # a failed call fails this stream's update, not the worker
-                result = exc
-            self._busy[index] += time.perf_counter() - started
-            try:
-                self.on_events(session, result)
-            except Exception as exc:   # the caller's handler failed: raised by join; the worker goes on
-                with self._cond:
-                    self._errors.append(exc)
+            for result in self._update(scheduler, session, pieces, finish):
+                self._busy[index] += time.perf_counter() - started
+                try:
+                    self.on_events(session, result)
+                except Exception as exc:   # the caller's handler failed: raised by join; the worker goes on
+                    with self._cond:
+                        self._errors.append(exc)
+                started = time.perf_counter()
             with self._cond:
                 self._running.discard(session)
                 self._updates += bool(pieces)
@@ -152,14 +150,20 @@ class LiveScheduler:
                 self._cond.notify_all()
 
     @staticmethod
-    def _update(scheduler: StreamScheduler, session: StreamSession, pieces: list, finish: bool) -> Any:
-        """All the session's waiting audio in one update, then its finish if asked for."""
-        events: list = []
-        if pieces:
-            (events,) = scheduler.step([(session, np.concatenate(pieces))], coalesce=True)
-            if isinstance(events, Exception):
-                return events
+    def _update(scheduler: StreamScheduler, session: StreamSession, pieces: list, finish: bool) -> Iterator[Any]:
+        """All the session's waiting audio in one update, then its finish if asked for. Yields each
+        one's events (or the exception it raised) as soon as it is done: a failed update does not
+        keep the finish from committing the rest, and `session.finished` is set only for the
+        finish's report."""
+        if pieces or not finish:
+            try:
+                (events,) = scheduler.step([(session, np.concatenate(pieces))], coalesce=True) if pieces else ([],)
+            except Exception as exc:   # a failed call fails this stream's update, not the worker
+                events = exc
+            yield events
         if finish:
-            (rest,) = scheduler.step([(session, FINISH)])
-            return rest if isinstance(rest, Exception) else events + rest
-        return events
+            try:
+                (rest,) = scheduler.step([(session, FINISH)])
+            except Exception as exc:
+                rest = exc
+            yield rest
