@@ -129,3 +129,20 @@ def test_bench_stream_command(whisper_base_int8_package, tmp_path, monkeypatch, 
     assert one["calls"] == one["items"] and two["calls"] == two["items"]   # one stream per update: nothing batched
     assert one["updates"] >= 1 and two["updates"] >= 2 and two["end_delay_s"] >= 0
     assert result["max_realtime_streams"] in (0, 1, 2)
+
+
+def test_bench_stream_via_server(whisper_base_int8_package, tmp_path, monkeypatch, capsys):
+    """The concurrency test over TCP: each stream a connection to a StreamServer, its events read
+    back from the socket."""
+    from qasr_edge.cli import main
+
+    monkeypatch.setenv("QASR_EDGE_HOME", str(tmp_path / "home"))
+    code = main(["bench", "stream", "--model", str(whisper_base_int8_package), "--audio", str(FIXTURES / "long_en.wav"),
+                 "--seconds", "6", "--threads", "2", "--streams", "2", "--stagger", "--via-server", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    (two,) = json.loads(out.out.strip().splitlines()[-1])["streams"]
+    assert two["via"] == "server" and "over TCP" in out.err
+    assert two["workers"] == 2 and two["updates"] >= 2 and two["calls"] == two["items"]
+    assert math.isfinite(two["realtime_lag_p95_s"]) and two["realtime_lag_p95_s"] >= 0
+    assert 0 <= two["wer_stream0_vs_single"] <= 0.5   # it said what the single stream said, give or take a word

@@ -22,6 +22,7 @@ Everything here is timed in audio seconds (`emitted_at`, word ends) or compute s
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -238,18 +239,16 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     """N live streams, played in real time: every chunk_ms of wall time, one chunk of each
     stream's audio is handed to a `LiveScheduler` with `workers` threads (the model loaded with
     threads / workers intra-op threads), which decode what has arrived as they get to it (a
-    stream that fell behind decodes once for several chunks). The lag of a word is the wall time
-    at which its final was reported minus its end in the audio: what a listener would see. This
-    side takes as long as the audio."""
-    from ..streaming import LiveScheduler
-
+    stream that fell behind decodes once for several chunks). With `server`, the chunks go over
+    TCP to a `StreamServer` (one connection per stream, the events read back from each socket):
+    the path `qasr-edge serve` takes. The lag of a word is the wall time at which its final was
+    reported (or read from the socket) minus its end in the audio: what a listener would see.
+    This side takes as long as the audio."""
     n = spec["streams"]
     workers = min(n, spec.get("workers") or spec["threads"])
     model, audio, load_s, _ = _load(spec, threads=max(1, spec["threads"] // workers))
     waves = [rotated(audio, i) for i in range(n)]
-    sessions = [model.stream(**_stream_options(spec)) for _ in range(n)]
-    index = {id(s): i for i, s in enumerate(sessions)}
-    chunk = sessions[0].options.chunk_samples
+    chunk = model.stream(**_stream_options(spec)).options.chunk_samples
     chunk_s = chunk / SAMPLE_RATE
     audio_s = len(audio) / SAMPLE_RATE
     n_chunks = -(-len(audio) // chunk)
@@ -260,9 +259,8 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     # spread over one chunk, as independent microphones' would be; otherwise they all coincide
     offset = [i * chunk_s / n if spec.get("stagger") else 0.0 for i in range(n)]
 
-    def on_events(session, events) -> None:
+    def record(i: int, events) -> None:
         now = time.perf_counter() - start
-        i = index[id(session)]
         if isinstance(events, Exception):
             failures.append(f"stream {i} failed: {events}")
             return
@@ -271,22 +269,22 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
                 texts[i].append(e.text)
                 lags.extend(now - offset[i] - t for _, t in word_ends(e.text, e.start, e.end))
 
+    streams = (_ServerStreams if spec.get("server") else _LiveStreams)(model, n, workers, _stream_options(spec), record)
     # a microphone delivers a chunk once it is recorded; the end of the audio follows the last one
     plan = sorted([(offset[i] + min((r + 1) * chunk_s, audio_s), r, i) for i in range(n) for r in range(n_chunks)]
                   + [(offset[i] + audio_s, n_chunks, i) for i in range(n)])
-    live = LiveScheduler(on_events, workers=workers)
-    start = time.perf_counter()   # the clock on_events reads
+    start = time.perf_counter()   # the clock `record` reads
     for arrival, r, i in plan:
         wait = arrival - (time.perf_counter() - start)
         if wait > 0:
             time.sleep(wait)
         if r < n_chunks:
-            live.feed(sessions[i], waves[i][r * chunk:(r + 1) * chunk])
+            streams.feed(i, waves[i][r * chunk:(r + 1) * chunk])
         else:
-            live.finish(sessions[i])
-    live.join()
+            streams.finish(i)
+    streams.join()
     end_delay = time.perf_counter() - start - max(offset) - audio_s
-    live.close()
+    live = streams.close()
     if failures:
         raise BenchError("; ".join(failures))
     busy = live.busy_s
@@ -294,7 +292,7 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     lag_p95 = percentile(lags, 95)
     return {
         "side": "concurrent", "streams": n, "workers": workers, "threads_per_worker": model.profile.threads,
-        "staggered": bool(spec.get("stagger")),
+        "staggered": bool(spec.get("stagger")), "via": "server" if spec.get("server") else "live",
         "audio_s": round(audio_s, 3), "compute_s": round(sum(busy), 3),
         # the busiest worker's decoding time per second of audio: at 1 or more it cannot keep up
         "rtf": _r(max(busy) / audio_s if audio_s else None, 4),
@@ -309,6 +307,77 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
         "items_per_call": {str(k): round(items[k] / calls[k], 2) for k in calls if calls[k]},
         "stream0_text": "".join(texts[0]).strip(),
     }
+
+
+class _LiveStreams:
+    """The concurrency test's streams as sessions on a `LiveScheduler`."""
+
+    def __init__(self, model, n: int, workers: int, options: dict[str, Any], record) -> None:
+        from ..streaming import LiveScheduler
+
+        self.sessions = [model.stream(**options) for _ in range(n)]
+        index = {id(s): i for i, s in enumerate(self.sessions)}
+        self.live = LiveScheduler(lambda session, events: record(index[id(session)], events), workers=workers)
+
+    def feed(self, i: int, pcm: np.ndarray) -> None:
+        self.live.feed(self.sessions[i], pcm)
+
+    def finish(self, i: int) -> None:
+        self.live.finish(self.sessions[i])
+
+    def join(self) -> None:
+        self.live.join()
+
+    def close(self):
+        self.live.close()
+        return self.live
+
+
+class _ServerStreams:
+    """The concurrency test's streams as TCP connections to a `StreamServer` in this process; a
+    thread per connection reads its events back."""
+
+    def __init__(self, model, n: int, workers: int, options: dict[str, Any], record) -> None:
+        import socket
+        import threading
+
+        from ..streaming.events import StreamEvent
+        from ..streaming.server import StreamServer
+
+        self.server = StreamServer(model, port=0, workers=workers, max_streams=n, defaults=options)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.socks = [socket.create_connection(self.server.address) for _ in range(n)]
+
+        def read(i: int) -> None:
+            with self.socks[i].makefile("rb") as lines:
+                for line in lines:
+                    row = json.loads(line)
+                    if row["type"] == "error":
+                        record(i, RuntimeError(row["message"]))
+                    else:
+                        record(i, [StreamEvent(**{**row, "tokens": tuple(row["tokens"])})])
+
+        self.readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(n)]
+        for t in self.readers:
+            t.start()
+
+    def feed(self, i: int, pcm: np.ndarray) -> None:
+        self.socks[i].sendall(np.clip(np.round(pcm * 32768.0), -32768, 32767).astype("<i2").tobytes())
+
+    def finish(self, i: int) -> None:
+        import socket
+
+        self.socks[i].shutdown(socket.SHUT_WR)
+
+    def join(self) -> None:
+        for t in self.readers:   # each ends when the server closed its connection, after the last final
+            t.join()
+
+    def close(self):
+        self.server.close()
+        for sock in self.socks:
+            sock.close()
+        return self.server.live
 
 
 def offline(spec: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +427,9 @@ def add_parser(workloads) -> None:
     s.add_argument("--stagger", action="store_true",
                    help="concurrency test: spread the streams' chunk boundaries over one chunk (independent "
                         "microphones) instead of handing every stream its chunk at the same instant")
+    s.add_argument("--via-server", action="store_true",
+                   help="concurrency test: send each stream over TCP to a StreamServer (`qasr-edge serve`) in "
+                        "the same process and read its events back from the socket")
     s.add_argument("--offline", action="store_true",
                    help="also transcribe the audio offline (model.transcribe defaults) and compare the texts")
     s.add_argument("--reference", default=None, help="text file with the reference transcript (for WER)")
@@ -385,7 +457,7 @@ def run(args, log: Callable[[str], None]) -> dict[str, Any]:
     common = {"package": str(package), "profile": args.profile, "threads": args.threads, "audio": audio,
               "seconds": args.seconds, "chunk_ms": args.chunk_ms, "beam_size": args.beam_size,
               "language": args.language, "endpoint_ms": args.endpoint_ms, "workers": args.workers,
-              "stagger": args.stagger, "commit_prob": args.commit_prob}
+              "stagger": args.stagger, "commit_prob": args.commit_prob, "server": args.via_server}
 
     log("single stream ...")
     one = run_process({"side": "stream:single", **common})
@@ -463,7 +535,8 @@ def table(r: dict[str, Any]) -> str:
                          f"{f(s['chunks_per_update'], '{:.2f}'):>14}{f(s['realtime_lag_median_s'], '{:.2f}'):>10}"
                          f"{f(s['realtime_lag_p95_s'], '{:.2f}'):>10}{f(s['end_delay_s'], '{:.2f}'):>8}"
                          f"{str(s['keeps_up']):>10}{enc:>20}{s['peak_rss_mb']:>8.0f}")
-        lines.append(f"  most streams kept real time: {r['max_realtime_streams']}")
+        via = " (each over TCP to a StreamServer)" if r["streams"][0].get("via") == "server" else ""
+        lines.append(f"  most streams kept real time{via}: {r['max_realtime_streams']}")
     if "offline_text" in r:
         lines.append("")
         lines.append(f"offline (beam 5, seek): {r['offline_wall_s']:.2f} s, rtf {f(r['offline_rtf'], '{:.4f}')}; "
