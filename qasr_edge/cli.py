@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                             help="threads that decode the streams, the model loaded with threads / workers "
                                  "intra-op threads (default: one worker per thread)")
             st.add_argument("--max-streams", type=int, default=4, help="connections decoded at once; more are refused")
+            st.add_argument("--idle-timeout", type=float, default=60.0,
+                            help="seconds: a client that sends nothing this long has ended its audio; one that "
+                                 "reads nothing this long is dropped")
         _add_runtime_args(st)
         st.add_argument("--language", "-l", default=None, help="language code (default: detect per utterance)")
         st.add_argument("--context", default="", help="text that comes before the stream")
@@ -214,7 +217,7 @@ def cmd_serve(args) -> int:
         raise ValueError("--workers must be >= 1")
     model = load_model(args.model, profile=args.profile, threads=max(1, threads // workers), precision=args.precision)
     with StreamServer(model, args.host, args.port, workers=workers, max_streams=args.max_streams,
-                      defaults=_stream_options(args)) as server:
+                      defaults=_stream_options(args), idle_timeout=args.idle_timeout) as server:
         host, port = server.address
         print(f"qasr-edge: serving {model.package.name} on {host}:{port} ({workers} workers, up to "
               f"{args.max_streams} streams); send 16 kHz 16-bit mono PCM per connection", file=sys.stderr, flush=True)

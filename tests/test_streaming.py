@@ -637,6 +637,17 @@ class Failing:
         return session
 
 
+class Opened:
+    """A model that keeps the sessions it opened."""
+
+    def __init__(self, model):
+        self.model, self.sessions = model, []
+
+    def stream(self, **options):
+        self.sessions.append(self.model.stream(**options))
+        return self.sessions[-1]
+
+
 # --- streams over TCP (qasr-edge serve) --------------------------------------------------------
 
 def _rows(sock) -> list[dict]:
@@ -717,6 +728,66 @@ def test_server_stream_survives_a_failed_update(one_thread):
     assert len(errors) == 1 and "a bad update" in errors[0]["message"]
     assert rows.index(errors[0]) < len(rows) - 1 and rows[-1]["type"] == "final"
     assert jiwer.wer(normalise(reference("en_weather.wav")), normalise(text(_as_events(rows)))) <= 0.25
+
+
+def test_server_ends_an_idle_stream_and_drops_a_vanished_client(one_thread):
+    """A client that stops sending (without closing) gets its stream finished after
+    `idle_timeout`: its finals, then the end of the connection. A client that resets its
+    connection has its stream dropped, and the server serves the next one."""
+    import socket
+    import struct
+    import time
+
+    from qasr_edge.streaming.server import StreamServer
+
+    model, audios, _ = one_thread
+    opened = Opened(model)
+    with StreamServer(opened, port=0, workers=1, idle_timeout=1.0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        idle = socket.create_connection(server.address)
+        idle.settimeout(60)
+        idle.sendall(_pcm(audios[0]))   # and then nothing, the connection left open
+        began = time.perf_counter()
+        events = _as_events(_rows(idle))
+        assert time.perf_counter() - began < 60 and server.streams == 0
+        assert jiwer.wer(normalise(reference("en_weather.wav")), normalise(text(events))) <= 0.25
+
+        gone = socket.create_connection(server.address)
+        gone.sendall(_pcm(audios[1]))
+        for _ in range(100):
+            if server.streams:
+                break
+            time.sleep(0.05)
+        gone_session = opened.sessions[-1]
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()   # a reset, not an end of audio
+        for _ in range(400):
+            if not server.streams:
+                break
+            time.sleep(0.05)
+        assert server.streams == 0
+        server.live.join()
+        assert not gone_session.finished   # dropped, not decoded to its end
+        again = socket.create_connection(server.address)
+        again.sendall(_pcm(audios[0]))
+        again.shutdown(socket.SHUT_WR)
+        assert text(_as_events(_rows(again)))
+
+
+def test_live_scheduler_cancel_drops_what_a_stream_has_waiting(one_thread):
+    from qasr_edge.streaming import LiveScheduler
+
+    model, audios, _ = one_thread
+    reported = []
+    with LiveScheduler(lambda s, events: reported.append(events), workers=1) as live:
+        session = model.stream(chunk_ms=640)
+        with live._cond:   # held: no worker can take the audio before the cancel
+            live.feed(session, audios[0])
+            live.cancel(session)
+        live.join()
+        assert reported == [] and live.counts()[0] == 0
+        with pytest.raises(RuntimeError):
+            live.feed(session, audios[0])
 
 
 def test_cli_serve_and_stream_connect(whisper_base_package):

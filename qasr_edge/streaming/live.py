@@ -3,7 +3,7 @@ worker is free.
 
     live = LiveScheduler(on_events, workers=2)    # on_events(session, events or exception)
     live.feed(session, pcm)                       # returns at once
-    live.finish(session)
+    live.finish(session)                          # or live.cancel(session): drop it
     live.join()                                   # wait until everything handed over is decoded
     live.close()
 
@@ -63,6 +63,14 @@ class LiveScheduler:
     def finish(self, session: StreamSession) -> None:
         """End of the session's audio: what is left is decoded and committed."""
         self._hand_over(session, None, True)
+
+    def cancel(self, session: StreamSession) -> None:
+        """Forget a stream (its listener went away): the audio it has waiting is dropped, and it
+        takes no more. An update a worker is running now still finishes and is reported."""
+        with self._cond:
+            self._waiting.pop(session, None)
+            self._finished.add(session)
+            self._cond.notify_all()
 
     def join(self) -> None:
         """Wait until everything handed over so far has been decoded and reported. An exception

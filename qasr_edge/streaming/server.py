@@ -5,11 +5,14 @@ The protocol, per connection:
   options (`language`, `context`, `chunk_ms`, `endpoint_ms`, `beam_size`, `commit_prob`,
   `partials`; the server's own are the defaults). Without it the first bytes are audio.
 - then raw 16 kHz 16-bit little-endian mono PCM, in pieces of any size, as it is captured;
-- the client shuts down its sending side (or closes) when the audio ends.
+- the client shuts down its sending side (or closes) when the audio ends. A connection that sends
+  nothing for `idle_timeout` seconds has ended its audio too.
 - The server sends the stream's events as JSON lines, as they become ready (the fields of
   `qasr-edge stream`), and closes the connection after the last final. A stream's failed update
   is an `{"type": "error", "message": ...}` line, and the stream goes on; a header the server
-  cannot take, or a connection over `max_streams`, gets an error line and is closed.
+  cannot take, or a connection over `max_streams`, gets an error line and is closed. A client
+  that goes away (a reset connection, or events it does not read for `idle_timeout`) has its
+  stream dropped: what it had waiting is not decoded.
 
 Connections are decoded by a `LiveScheduler`: audio is handed over as it arrives, and a stream
 that fell behind decodes what it holds in one update. A slow reader does not hold up a worker:
@@ -41,14 +44,18 @@ _END = None                # on a connection's out queue: close after what came 
 class StreamServer:
     """Serves `model.stream(...)` sessions to TCP clients (protocol: the module's text).
     `defaults` are the stream options of connections that do not set them; `max_streams` bounds
-    the connections decoded at once."""
+    the connections decoded at once; `idle_timeout` (seconds) ends a stream whose client sends
+    nothing, and drops one whose client reads nothing, for that long."""
 
     def __init__(self, model, host: str = "127.0.0.1", port: int = 8765, workers: int = 1,
-                 max_streams: int = 4, defaults: dict[str, Any] | None = None):
+                 max_streams: int = 4, defaults: dict[str, Any] | None = None, idle_timeout: float = 60.0):
         if int(max_streams) < 1:
             raise ValueError("max_streams must be >= 1")
+        if not idle_timeout > 0:
+            raise ValueError("idle_timeout must be > 0 seconds")
         self.model = model
         self.max_streams = int(max_streams)
+        self.idle_timeout = float(idle_timeout)
         self.defaults = dict(defaults or {})
         unknown = set(self.defaults) - set(OPTIONS)
         if unknown:
@@ -109,6 +116,7 @@ class StreamServer:
     # -- per connection ---------------------------------------------------------------------
 
     def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(self.idle_timeout)
         conn = _Connection(sock)
         conn.writer.start()
         session = None
@@ -124,16 +132,20 @@ class StreamServer:
                     self.live.feed(session, np.frombuffer(data[:whole], dtype="<i2"))
         except (_Refused, ValueError, TypeError) as exc:   # a header or options it cannot take
             conn.send({"type": "error", "message": str(exc)})
-        except OSError:   # the client went away: what was handed over is still decoded
+        except socket.timeout:   # nothing came for idle_timeout: the audio has ended
             pass
-        except RuntimeError:   # the server is closing (it ends the connection)
+        except OSError:   # the connection was reset: nobody is left to read the events
+            if session is not None:
+                self._drop(session)
+            return
+        except RuntimeError:   # the server is closing, or dropped the stream: it ends the connection
             return
         if session is None:
             conn.out.put(_END)
             return
         try:
             self.live.finish(session)   # the last events end the connection (_on_events)
-        except RuntimeError:   # the server is closing (it ends the connection)
+        except RuntimeError:   # the server is closing, or dropped the stream
             pass
 
     def _open_session(self, conn: "_Connection", options: dict[str, Any]) -> StreamSession:
@@ -144,7 +156,16 @@ class StreamServer:
                 raise _Refused(f"busy: {self.max_streams} streams are open; try again later")
             session = self.model.stream(**{**self.defaults, **options})
             self._open[session] = conn
-            return session
+        conn.gone = lambda: self._drop(session)
+        return session
+
+    def _drop(self, session: StreamSession) -> None:
+        """The client went away: forget its stream and close its connection."""
+        with self._lock:
+            conn = self._open.pop(session, None)
+        self.live.cancel(session)
+        if conn is not None:
+            conn.out.put(_END)
 
     def _on_events(self, session: StreamSession, result: Any) -> None:
         with self._lock:
@@ -172,6 +193,7 @@ class _Connection:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.out: queue.Queue = queue.Queue()
+        self.gone = lambda: None   # called when a line cannot be sent
         self.writer = threading.Thread(target=self._write, daemon=True, name="qasr-conn-out")
 
     def send(self, obj: dict[str, Any]) -> None:
@@ -181,8 +203,8 @@ class _Connection:
         try:
             while (line := self.out.get()) is not _END:
                 self.sock.sendall(line)
-        except OSError:   # the client went away; its lines are dropped
-            pass
+        except OSError:   # the client went away, or reads nothing: its stream is dropped
+            self.gone()
         finally:
             try:
                 self.sock.shutdown(socket.SHUT_RDWR)
