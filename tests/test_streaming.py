@@ -774,6 +774,32 @@ def test_server_ends_an_idle_stream_and_drops_a_vanished_client(one_thread):
         assert text(_as_events(_rows(again)))
 
 
+def test_closing_the_server_commits_what_open_streams_hold(one_thread):
+    import socket
+    import time
+
+    from qasr_edge.streaming.server import StreamServer
+
+    model, audios, _ = one_thread
+    opened = Opened(model)
+    server = StreamServer(opened, port=0, workers=1)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = socket.create_connection(server.address)
+    client.settimeout(60)
+    client.sendall(_pcm(audios[0]))   # the audio, but not its end
+    for _ in range(400):   # until the server has taken all of it
+        server.live.join()
+        if len(opened.sessions) == 2 and opened.sessions[1].samples_fed == len(audios[0]):
+            break
+        time.sleep(0.05)
+    server.close()
+    events = _as_events(_rows(client))
+    assert events and events[-1].type == "final"
+    assert jiwer.wer(normalise(reference("en_weather.wav")), normalise(text(events))) <= 0.25
+    with pytest.raises(OSError):
+        socket.create_connection(server.address, timeout=5)
+
+
 def test_live_scheduler_cancel_drops_what_a_stream_has_waiting(one_thread):
     from qasr_edge.streaming import LiveScheduler
 

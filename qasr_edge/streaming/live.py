@@ -33,7 +33,9 @@ Events = Callable[[StreamSession, Any], None]
 class LiveScheduler:
     """Sessions fed as their audio arrives, decoded on `workers` threads. `on_events(session,
     events)` is called from a worker's thread with the events of each update (a list, possibly
-    empty), or with the exception the update raised (that stream's only: the others go on)."""
+    empty), or with the exception the update raised (that stream's only: the others go on). The
+    finish is reported in a call of its own, the stream's last (`session.finished` is then True),
+    even after a failed update."""
 
     def __init__(self, on_events: Events, workers: int = 1):
         if int(workers) < 1:
