@@ -137,6 +137,8 @@ class StreamServer:
         except OSError:   # the connection was reset: nobody is left to read the events
             if session is not None:
                 self._drop(session)
+            else:
+                conn.out.put(_END)
             return
         except RuntimeError:   # the server is closing, or dropped the stream: it ends the connection
             return
