@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                                  "options are the server's; the stream options given here go with the audio)")
         elif name == "dictate":
             st.add_argument("--device", default=None, help="input device (number or name; default: the system's)")
+            st.add_argument("--connect", default=None, metavar="HOST:PORT",
+                            help="send the microphone's audio to a `qasr-edge serve` server and show its text")
         else:
             st.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
             st.add_argument("--port", type=int, default=8765)
@@ -170,6 +173,17 @@ def _open_stream(args):
     return model.stream(**_stream_options(args))
 
 
+def _remote(args) -> tuple[str, int, dict, int]:
+    """--connect HOST:PORT: (host, port, the stream options to send, samples per piece sent)."""
+    from .streaming.events import SAMPLE_RATE
+
+    host, _, port = args.connect.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--connect takes HOST:PORT, got {args.connect!r}")
+    options = _stream_options(args)
+    return host, int(port), options, (options.get("chunk_ms") or 640) * SAMPLE_RATE // 1000
+
+
 def _print_jsonl(rows) -> None:
     for row in rows:
         sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -177,17 +191,12 @@ def _print_jsonl(rows) -> None:
 
 
 def cmd_stream(args) -> int:
-    from .streaming.events import SAMPLE_RATE
     from .streaming.sources import file_chunks, paced, pcm_chunks
 
     if args.connect:
         from .streaming.server import stream_to_server
 
-        host, _, port = args.connect.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--connect takes HOST:PORT, got {args.connect!r}")
-        options = _stream_options(args)
-        size = (options.get("chunk_ms") or 640) * SAMPLE_RATE // 1000
+        host, port, options, size = _remote(args)
     else:
         session = _open_stream(args)
         size = session.options.chunk_samples
@@ -196,7 +205,7 @@ def cmd_stream(args) -> int:
         chunks = paced(chunks)
     if args.connect:
         failed = False
-        for event in stream_to_server(host, int(port), chunks, options):
+        for event in stream_to_server(host, port, chunks, options):
             failed = failed or event.get("type") == "error"
             _print_jsonl([event])
         return 1 if failed else 0
@@ -229,10 +238,16 @@ def cmd_serve(args) -> int:
 
 
 def cmd_dictate(args) -> int:
+    import threading
+
     from .streaming.sources import microphone_chunks
 
     device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
-    session = _open_stream(args)
+    if args.connect:
+        host, port, options, size = _remote(args)
+    else:
+        session = _open_stream(args)
+        size = session.options.chunk_samples
     live = sys.stdout.isatty()
     line, partial = "", ""   # committed text of the current terminal line; the guess after it
 
@@ -252,13 +267,52 @@ def cmd_dictate(args) -> int:
                 line = ""
         sys.stdout.flush()
 
+    microphone = microphone_chunks(size, device)
+    first = next(microphone, None)   # a missing device fails here, before anything is opened
+    if not args.connect:
+        try:
+            for chunk in itertools.chain([first] if first is not None else [], microphone):
+                show(session.feed(chunk))
+        except KeyboardInterrupt:
+            pass
+        show(session.finish())
+        sys.stdout.write("\n")
+        return 0
+
+    # the server's events are read on a thread, so that Ctrl-C here only ends the audio: the
+    # server then commits what it got and closes the connection
+    from .streaming.events import StreamEvent
+    from .streaming.server import stream_to_server
+
+    stop, done, errors = threading.Event(), threading.Event(), []
+
+    def audio():
+        for chunk in itertools.chain([first] if first is not None else [], microphone):
+            if stop.is_set():
+                return
+            yield chunk
+
+    def receive() -> None:
+        try:
+            for row in stream_to_server(host, port, audio(), options):
+                if row["type"] == "error":
+                    print(f"qasr-edge: server: {row['message']}", file=sys.stderr)
+                else:
+                    show([StreamEvent(**{**row, "tokens": tuple(row["tokens"])})])
+        except Exception as exc:   # reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=receive, daemon=True, name="qasr-dictate").start()
     try:
-        for chunk in microphone_chunks(session.options.chunk_samples, device):
-            show(session.feed(chunk))
+        done.wait()
     except KeyboardInterrupt:
-        pass
-    show(session.finish())
+        stop.set()
+        done.wait()
     sys.stdout.write("\n")
+    if errors:
+        raise errors[0]
     return 0
 
 

@@ -949,9 +949,8 @@ def test_cli_stream_prints_jsonl_events(whisper_base_package, whisper_640, engli
     assert jiwer.wer(normalise(text(whisper_640)), normalise("".join(e["text"] for e in lines))) <= 0.1
 
 
-def test_dictate_reads_a_file_backed_input(whisper_base_package, english, monkeypatch, capsys):
-    """`dictate` through a stand-in for sounddevice that plays a file as the microphone."""
-    from qasr_edge import cli
+def file_microphone(audio: np.ndarray) -> types.SimpleNamespace:
+    """A stand-in for sounddevice whose input device plays `audio`, then stops."""
 
     class FileInput:
         def __init__(self, samplerate, channels, dtype, blocksize, device, callback):
@@ -959,8 +958,8 @@ def test_dictate_reads_a_file_backed_input(whisper_base_package, english, monkey
             self.callback, self.blocksize, self.active = callback, blocksize, True
 
         def __enter__(self):
-            for i in range(0, len(english), self.blocksize):
-                block = english[i:i + self.blocksize]
+            for i in range(0, len(audio), self.blocksize):
+                block = audio[i:i + self.blocksize]
                 self.callback(block[:, None], len(block), None, None)
             self.active = False
             return self
@@ -968,12 +967,34 @@ def test_dictate_reads_a_file_backed_input(whisper_base_package, english, monkey
         def __exit__(self, *exc):
             return False
 
-    fake = types.SimpleNamespace(InputStream=FileInput, query_devices=lambda device=None, kind=None: {"name": "file"})
-    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    return types.SimpleNamespace(InputStream=FileInput, query_devices=lambda device=None, kind=None: {"name": "file"})
+
+
+def test_dictate_reads_a_file_backed_input(whisper_base_package, english, monkeypatch, capsys):
+    """`dictate` through a stand-in for sounddevice that plays a file as the microphone."""
+    from qasr_edge import cli
+
+    monkeypatch.setitem(sys.modules, "sounddevice", file_microphone(english))
     assert cli.main(["dictate", "--model", str(whisper_base_package)]) == 0
     printed = capsys.readouterr().out
     offline = qasr_edge.load_model(whisper_base_package).transcribe(english)[0].text
     assert jiwer.wer(normalise(offline), normalise(printed)) <= 0.15
+
+
+def test_dictate_connects_to_a_server(one_thread, english, monkeypatch, capsys):
+    """`dictate --connect`: the microphone's audio goes to a `StreamServer`, its text comes back."""
+    from qasr_edge import cli
+    from qasr_edge.streaming.server import StreamServer
+
+    model, _, _ = one_thread
+    monkeypatch.setitem(sys.modules, "sounddevice", file_microphone(english))
+    with StreamServer(model, port=0, workers=1) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        host, port = server.address
+        assert cli.main(["dictate", "--connect", f"{host}:{port}", "--language", "en"]) == 0
+        assert server.live.counts()[0] > 0   # the server decoded it
+    printed = capsys.readouterr().out
+    assert jiwer.wer(normalise(reference("en_weather.wav")), normalise(printed)) <= 0.25
 
 
 def test_dictate_without_an_input_device_says_so(whisper_base_package):

@@ -258,7 +258,8 @@ def stream_to_server(host: str, port: int, chunks: Iterable[np.ndarray],
                      options: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Send float or int16 chunks of 16 kHz audio to a server; yield its events (dicts) as they
     arrive, until it closes the connection. Audio is sent from a thread of its own, so events
-    come back while it is still being sent."""
+    come back while it is still being sent. When `chunks` raises, the audio ends there (the
+    server commits what it got) and the exception is raised after the last event."""
     sock = socket.create_connection((host, port))
     failed: list[BaseException] = []
 
@@ -271,9 +272,15 @@ def stream_to_server(host: str, port: int, chunks: Iterable[np.ndarray],
                 if x.dtype != np.int16:
                     x = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
                 sock.sendall(x.astype("<i2").tobytes())
-            sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:   # the server closed first (it refused the stream): its lines say why
+        except OSError:   # the server closed first (it refused the stream): its lines say why
+            pass
+        except Exception as exc:   # the source failed: the audio ends here
             failed.append(exc)
+        finally:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
 
     sender = threading.Thread(target=send, daemon=True, name="qasr-client-send")
     sender.start()
@@ -284,3 +291,5 @@ def stream_to_server(host: str, port: int, chunks: Iterable[np.ndarray],
     finally:
         sender.join()
         sock.close()
+    if failed:
+        raise failed[0]
