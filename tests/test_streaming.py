@@ -889,6 +889,33 @@ def test_qwen_streams_on_live_workers_give_their_events_alone(qwen, speech_with_
     assert [got[id(s)] for s in sessions] == alone and all(finals(a) for a in alone)
 
 
+def test_server_serves_qwen3_asr_streams(qwen, speech_with_pause):
+    """The server is family-agnostic: a Qwen3-ASR stream over TCP gives well-formed events, and
+    paced at one chunk per update, exactly its finals alone."""
+    import time
+
+    from qasr_edge.streaming.server import StreamServer, stream_to_server
+
+    alone = run(qwen.stream(chunk_ms=640, language="en"), speech_with_pause, 10240)
+    opened = Opened(qwen)
+    with StreamServer(opened, port=0, workers=1, defaults={"language": "en", "chunk_ms": 640}) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+        def one_update_at_a_time():
+            for i in range(0, len(speech_with_pause), 10240):
+                yield speech_with_pause[i:i + 10240]
+                for _ in range(400):   # until the server decoded this chunk
+                    server.live.join()
+                    if len(opened.sessions) == 2 and opened.sessions[1].samples_fed == min(i + 10240, len(speech_with_pause)):
+                        break
+                    time.sleep(0.01)
+
+        rows = list(stream_to_server(*server.address, one_update_at_a_time()))
+    events = _as_events(rows)
+    assert_well_formed(events, len(speech_with_pause) / SR)
+    assert finals(events) == finals(alone) and finals(alone)
+
+
 def test_qwen_reuse_skips_finished_windows_and_cached_prompt(qwen, speech_with_pause):
     counts = {}
     for reuse in (True, False):
