@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="send the microphone's audio to a `qasr-edge serve` server and show its text")
         else:
             st.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-            st.add_argument("--port", type=int, default=8765)
+            st.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0: any free one, printed)")
             st.add_argument("--workers", type=int, default=None,
                             help="threads that decode the streams, the model loaded with threads / workers "
                                  "intra-op threads (default: one worker per thread)")
