@@ -268,10 +268,11 @@ def cmd_dictate(args) -> int:
         sys.stdout.flush()
 
     microphone = microphone_chunks(size, device)
-    first = next(microphone, None)   # a missing device fails here, before anything is opened
+    first = next(microphone, None)   # a missing device fails here, before a connection is made
+    captured = itertools.chain([first] if first is not None else [], microphone)
     if not args.connect:
         try:
-            for chunk in itertools.chain([first] if first is not None else [], microphone):
+            for chunk in captured:
                 show(session.feed(chunk))
         except KeyboardInterrupt:
             pass
@@ -287,7 +288,7 @@ def cmd_dictate(args) -> int:
     stop, done, errors = threading.Event(), threading.Event(), []
 
     def audio():
-        for chunk in itertools.chain([first] if first is not None else [], microphone):
+        for chunk in captured:
             if stop.is_set():
                 return
             yield chunk
