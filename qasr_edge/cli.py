@@ -299,7 +299,7 @@ def cmd_dictate(args) -> int:
                 if row["type"] == "error":
                     print(f"qasr-edge: server: {row['message']}", file=sys.stderr)
                 else:
-                    show([StreamEvent(**{**row, "tokens": tuple(row["tokens"])})])
+                    show([StreamEvent.from_dict(row)])
         except Exception as exc:   # reported by the main thread
             errors.append(exc)
         finally:

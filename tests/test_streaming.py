@@ -656,11 +656,13 @@ def _rows(sock) -> list[dict]:
 
 
 def _as_events(rows) -> list[StreamEvent]:
-    return [StreamEvent(**{**r, "tokens": tuple(r["tokens"])}) for r in rows if r["type"] != "error"]
+    return [StreamEvent.from_dict(r) for r in rows if r["type"] != "error"]
 
 
 def _pcm(audio: np.ndarray) -> bytes:
-    return np.clip(audio * 32768, -32768, 32767).astype("<i2").tobytes()
+    from qasr_edge.streaming.sources import pcm_bytes
+
+    return pcm_bytes(audio)
 
 
 def test_server_decodes_a_stream_per_connection(one_thread):

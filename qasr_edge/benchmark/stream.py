@@ -355,14 +355,16 @@ class _ServerStreams:
                     if row["type"] == "error":
                         record(i, RuntimeError(row["message"]))
                     else:
-                        record(i, [StreamEvent(**{**row, "tokens": tuple(row["tokens"])})])
+                        record(i, [StreamEvent.from_dict(row)])
 
         self.readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(n)]
         for t in self.readers:
             t.start()
 
     def feed(self, i: int, pcm: np.ndarray) -> None:
-        self.socks[i].sendall(np.clip(np.round(pcm * 32768.0), -32768, 32767).astype("<i2").tobytes())
+        from ..streaming.sources import pcm_bytes
+
+        self.socks[i].sendall(pcm_bytes(pcm))
 
     def finish(self, i: int) -> None:
         import socket

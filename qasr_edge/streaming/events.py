@@ -30,6 +30,11 @@ class StreamEvent:
         if self.type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {EVENT_TYPES}, got {self.type!r}")
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StreamEvent":
+        """The event `to_dict` (a JSON line of `qasr-edge stream` or `serve`) describes."""
+        return cls(**{**d, "tokens": tuple(d.get("tokens", ()))})
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["tokens"] = list(self.tokens)

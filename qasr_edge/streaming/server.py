@@ -34,6 +34,7 @@ import numpy as np
 
 from .live import LiveScheduler
 from .session import StreamSession
+from .sources import int16_samples, pcm_bytes
 
 HEADER = b"QASR "          # a connection that starts with this sends its options first
 MAX_HEADER = 4096          # bytes: a longer header line is refused
@@ -123,13 +124,8 @@ class StreamServer:
         try:
             first, options = _read_header(sock)
             session = self._open_session(conn, options)
-            left = b""
-            for data in _chunks(sock, first):
-                data = left + data
-                whole = len(data) - len(data) % 2
-                left = data[whole:]
-                if whole:
-                    self.live.feed(session, np.frombuffer(data[:whole], dtype="<i2"))
+            for samples in int16_samples(_chunks(sock, first)):
+                self.live.feed(session, samples)
         except (_Refused, ValueError, TypeError) as exc:   # a header or options it cannot take
             conn.send({"type": "error", "message": str(exc)})
         except socket.timeout:   # nothing came for idle_timeout: the audio has ended
@@ -268,10 +264,7 @@ def stream_to_server(host: str, port: int, chunks: Iterable[np.ndarray],
             if options:
                 sock.sendall(HEADER + json.dumps(options).encode() + b"\n")
             for chunk in chunks:
-                x = np.asarray(chunk)
-                if x.dtype != np.int16:
-                    x = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-                sock.sendall(x.astype("<i2").tobytes())
+                sock.sendall(pcm_bytes(chunk))
         except OSError:   # the server closed first (it refused the stream): its lines say why
             pass
         except Exception as exc:   # the source failed: the audio ends here

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -23,16 +23,28 @@ def file_chunks(path: str, chunk_samples: int) -> Iterator[np.ndarray]:
 
 def pcm_chunks(pipe: BinaryIO, chunk_samples: int) -> Iterator[np.ndarray]:
     """Raw 16 kHz 16-bit little-endian mono PCM from a pipe, as it arrives."""
+    for samples in int16_samples(iter(lambda: pipe.read(2 * chunk_samples), b"")):
+        yield samples.astype(np.float32) / 32768.0
+
+
+def int16_samples(pieces: Iterable[bytes]) -> Iterator[np.ndarray]:
+    """16-bit little-endian samples from byte pieces of any size: a sample split between two
+    pieces waits for its second byte."""
     left = b""
-    while True:
-        data = pipe.read(2 * chunk_samples)
-        if not data:
-            break
+    for data in pieces:
         data = left + data
         whole = len(data) - len(data) % 2
         left = data[whole:]
         if whole:
-            yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+            yield np.frombuffer(data[:whole], dtype="<i2")
+
+
+def pcm_bytes(samples: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] (or int16) as 16-bit little-endian PCM."""
+    x = np.asarray(samples)
+    if x.dtype != np.int16:
+        x = np.clip(np.round(x * 32768.0), -32768, 32767)
+    return x.astype("<i2").tobytes()
 
 
 def paced(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
