@@ -23,7 +23,8 @@ KEYS = ("audio_s", "wall_s", "rtf", "load_s", "peak_rss_mb", "first_partial_s", 
         "streams", "max_realtime_streams", "offline_text", "wer_stream_vs_offline", "wer_stream_vs_reference",
         "wer_offline_vs_reference", "machine", "workload")
 STREAM_KEYS = ("streams", "workers", "staggered", "worker_busy", "rtf", "chunks_per_update", "realtime_lag_median_s",
-               "end_delay_s", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb")
+               "end_delay_s", "keeps_up", "calls", "items", "realtime_lag_p95_s", "peak_rss_mb", "stream_lag_median_s",
+               "stream_lag_p95_s", "live_delay_median_s", "live_delay_p95_s", "live_delay_max_s")
 
 
 def final(text: str, start: float, end: float, emitted_at: float) -> StreamEvent:
@@ -123,6 +124,11 @@ def test_bench_stream_command(whisper_base_int8_package, tmp_path, monkeypatch, 
         for key in STREAM_KEYS:
             assert key in s, key
         assert s["rtf"] > 0 and math.isfinite(s["realtime_lag_p95_s"]) and s["realtime_lag_p95_s"] >= 0
+        # a word's wall lag is the stream's own lag plus the delay of live decoding (never negative:
+        # a final is reported after the audio it was made from arrived)
+        assert 0 <= s["live_delay_median_s"] <= s["live_delay_p95_s"] <= s["live_delay_max_s"]
+        assert s["realtime_lag_p95_s"] <= s["stream_lag_p95_s"] + s["live_delay_max_s"] + 0.002
+        assert s["realtime_lag_median_s"] >= s["stream_lag_median_s"] - 0.002
     assert (one["streams"], two["streams"]) == (1, 2)
     assert (one["workers"], two["workers"]) == (1, 2) and two["threads_per_worker"] == 1   # one per thread
     assert two["staggered"] is True and len(two["worker_busy"]) == 2 and two["rtf"] == max(two["worker_busy"])

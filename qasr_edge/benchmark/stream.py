@@ -253,7 +253,13 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
     audio_s = len(audio) / SAMPLE_RATE
     n_chunks = -(-len(audio) // chunk)
     texts: list[list[str]] = [[] for _ in range(n)]
-    lags: list[float] = []
+    lags: list[float] = []     # per word: wall time at its final minus its end in the audio
+    # ...split in two: the stream's own lag (the audio it had heard when the final was made,
+    # `emitted_at`, minus the word's end: what the stream alone gives, timestamp errors included)
+    # and the delay of live decoding (the report's wall time minus that audio's arrival: waiting
+    # for a worker and decoding)
+    own: list[float] = []
+    delays: list[float] = []
     failures: list[str] = []
     # stream i starts offset[i] into the run: with `stagger`, the streams' chunk boundaries are
     # spread over one chunk, as independent microphones' would be; otherwise they all coincide
@@ -267,7 +273,10 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
         for e in events:
             if e.type == "final":
                 texts[i].append(e.text)
-                lags.extend(now - offset[i] - t for _, t in word_ends(e.text, e.start, e.end))
+                ends = [t for _, t in word_ends(e.text, e.start, e.end)]
+                lags.extend(now - offset[i] - t for t in ends)
+                own.extend(e.emitted_at - t for t in ends)
+                delays.extend([now - offset[i] - e.emitted_at] * len(ends))
 
     streams = (_ServerStreams if spec.get("server") else _LiveStreams)(model, n, workers, _stream_options(spec), record)
     # a microphone delivers a chunk once it is recorded; the end of the audio follows the last one
@@ -300,6 +309,9 @@ def concurrent(spec: dict[str, Any]) -> dict[str, Any]:
         "updates": updates, "chunks_per_update": _r(n * n_chunks / updates if updates else None, 2),
         "realtime_lag_median_s": _r(percentile(lags, 50)), "realtime_lag_p95_s": _r(lag_p95),
         "realtime_lag_max_s": _r(max(lags) if lags else None), "end_delay_s": _r(end_delay),
+        "stream_lag_median_s": _r(percentile(own, 50)), "stream_lag_p95_s": _r(percentile(own, 95)),
+        "live_delay_median_s": _r(percentile(delays, 50)), "live_delay_p95_s": _r(percentile(delays, 95)),
+        "live_delay_max_s": _r(max(delays) if delays else None),
         # live: words are committed within 3 s at the 95th percentile and the streams end within
         # 3 s of their audio (the backlog stays bounded)
         "keeps_up": bool(lag_p95 is not None and lag_p95 <= 3.0 and end_delay <= 3.0),
@@ -537,6 +549,11 @@ def table(r: dict[str, Any]) -> str:
                          f"{f(s['chunks_per_update'], '{:.2f}'):>14}{f(s['realtime_lag_median_s'], '{:.2f}'):>10}"
                          f"{f(s['realtime_lag_p95_s'], '{:.2f}'):>10}{f(s['end_delay_s'], '{:.2f}'):>8}"
                          f"{str(s['keeps_up']):>10}{enc:>20}{s['peak_rss_mb']:>8.0f}")
+        for s in r["streams"]:
+            lines.append(f"  {s['streams']} streams, lag p50 / p95 = the streams' own "
+                         f"{f(s['stream_lag_median_s'], '{:.2f}')} / {f(s['stream_lag_p95_s'], '{:.2f}')} s "
+                         f"+ live decoding's delay {f(s['live_delay_median_s'], '{:.2f}')} / "
+                         f"{f(s['live_delay_p95_s'], '{:.2f}')} s (max {f(s['live_delay_max_s'], '{:.2f}')} s)")
         via = " (each over TCP to a StreamServer)" if r["streams"][0].get("via") == "server" else ""
         lines.append(f"  most streams kept real time{via}: {r['max_realtime_streams']}")
     if "offline_text" in r:
