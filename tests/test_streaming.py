@@ -21,7 +21,7 @@ import qasr_edge
 from qasr_edge.audio import load_audio
 from qasr_edge.search import Decoded, Hypothesis
 from qasr_edge.streaming import FINISH, StreamEvent, StreamOptions, StreamScheduler
-from qasr_edge.streaming.agreement import (WordStarts, agreement, before_loop, complete_words, confident_words,
+from qasr_edge.streaming.agreement import (WordStarts, agreement, before_loop, complete_words, confident_words, restated,
                                           rollback, spelled_through)
 from qasr_edge.streaming.endpoint import Endpointer
 from qasr_edge.streaming.session import drive
@@ -107,6 +107,18 @@ def test_words_agree_when_spelled_the_same_case_and_punctuation_aside():
     assert agreement(prev[:3], cur, starts_word, spelling) == (4, 5)
     assert agreement([100, 101, 2], [100, 101, 102], starts_word, spelling) == (1, 1)   # "clubs" != "club"
     assert agreement([], cur, starts_word, spelling) == (0, 0)
+
+
+def test_text_that_begins_with_the_last_words_said_restates_them():
+    said = [103, 106, 100, 101, 102, 103]                          # " drive to our club will drive"
+    assert restated(said, [100, 101, 102, 103, 106], starts_word, spelling) == 4   # the last 4 words again
+    assert restated(said, [1, 105, 101, 1, 102, 103, 106], starts_word, spelling) == 6   # spelled ", Our club, ..."
+    assert restated(said, [103, 106, 100, 101, 102, 103, 101], starts_word, spelling) == 6   # the longest tail
+    assert restated(said, [101, 102, 103, 106], starts_word, spelling) == 0   # 3 words: speech may repeat them
+    assert restated(said, [101, 102, 103], starts_word, spelling, min_words=3) == 3
+    assert restated(said, [106, 100, 101, 102], starts_word, spelling) == 0   # a phrase of the middle, not the end
+    assert restated([], [100, 101, 102, 103], starts_word, spelling) == 0
+    assert restated(said, [], starts_word, spelling) == 0
 
 
 def test_committed_text_spelled_differently_is_found_by_its_letters():
@@ -395,6 +407,28 @@ def test_whisper_commits_nothing_of_a_looped_hypothesis_until_the_utterance_ends
     finals = [e.text for e in stream._commit(decoded(tokens, [0.0] * len(tokens), looped=True), 0, 400, True)
               if e.type == "final"]
     assert finals == [" We found a copy."]
+
+
+def test_whisper_does_not_commit_again_what_a_fresh_buffer_says_first(whisper):
+    """A buffer started at a segment end the decoder stamped too early hears the end of the text
+    committed before it: a hypothesis that begins with those words commits only what follows.
+    (A trim 4 s early once had 12 words committed twice.)"""
+    t = whisper.family.tokens
+    encode = whisper.family.tokenizer.encode
+    first = [t.timestamp_begin] + encode(" Most of them are fixed, but one problem remains.")
+    again = [t.timestamp_begin] + encode(" But one problem remains. Next, the budget.")
+    stream = whisper.family.open_stream(StreamOptions(beam_size=1))
+
+    def said(tokens, start):
+        events = stream._commit(decoded(tokens, [-0.1] * len(tokens)), start, 300, True)
+        stream._end(start + 300)
+        return [e.text for e in events if e.type == "final"]
+
+    assert said(first, 0) == [" Most of them are fixed, but one problem remains."]
+    assert said(again, 300) == [" Next, the budget."]
+    # words that echo a phrase said before, not the end of what was said, are new
+    echo = [t.timestamp_begin] + encode(" Most of them are here.")
+    assert said(echo, 600) == [" Most of them are here."]
 
 
 def test_whisper_prompts_with_the_committed_text_as_the_decoder_said_it(whisper, english):

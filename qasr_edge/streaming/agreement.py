@@ -135,6 +135,18 @@ def rollback(tokens: Sequence[int], keep_provisional: int, starts_word: Callable
 LOOP_WORDS = 4   # a phrase of this many words or more said twice in a row is a decoder loop
 
 
+def restated(said: Sequence[int], tokens: Sequence[int], starts_word: Callable[[int], bool],
+             spelling: Callable[[Sequence[int]], str], min_words: int = LOOP_WORDS) -> int:
+    """How many leading tokens of `tokens` say again the last words of `said`: the longest tail of
+    `said`, of `min_words` words or more, that `tokens` begins with word for word (by spelling);
+    0 if none."""
+    sw, tw = words(said, starts_word, spelling), words(tokens, starts_word, spelling)
+    for k in range(min(len(sw), len(tw)), min_words - 1, -1):
+        if all(a[2] and a[2] == b[2] for a, b in zip(sw[-k:], tw[:k])):
+            return tw[k - 1][1]
+    return 0
+
+
 def before_loop(previous: Sequence[int], tokens: Sequence[int], n: int, starts_word: Callable[[int], bool],
                 min_words: int = LOOP_WORDS) -> int:
     """How many of tokens[:n] to commit so that no phrase of `min_words` words or more is repeated

@@ -31,7 +31,7 @@ from .. import _core
 from ..options import TranscribeOptions
 from ..families.whisper.graphs import join_windows, take_windows
 from ..search import Decoded
-from .agreement import WordStarts, agreement, before_loop, complete_words, confident_words, spelled_through
+from .agreement import WordStarts, agreement, before_loop, complete_words, confident_words, restated, spelled_through
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
 from .session import FRAMES_PER_SECOND, HOP, Update, VoiceSession, Work
 
@@ -260,6 +260,13 @@ class WhisperStream(VoiceSession):
         if len(self._starts_word.spelling(h.tokens)) > MAX_LETTERS[0] * duration + MAX_LETTERS[1]:
             return []   # more text than the audio can hold: nothing of it is committed
         done = self._skip_committed(h.tokens)
+        if not self.committed:
+            # a fresh buffer whose text begins with the last words said before it: its start (a
+            # segment end the decoder stamped) came too early, and those words were committed
+            # already. They count as committed in this buffer, not as new words. (A buffer
+            # trimmed at a stamp 4 s early had 12 committed words committed again.)
+            spoken = self.context[self._given_context:][-CONTEXT_TOKENS:]
+            done = restated(spoken, h.tokens, self._starts_word, self._starts_word.spelling)
         current = h.tokens[done:]
         if commit_all:
             take = len(current)
