@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from qasr_edge.benchmark.stream import ROTATE_S, normalise, rotated, word_ends
+from qasr_edge.benchmark.stream import normalise, rotated, rotation, word_ends
 
 MIN_PAUSE_S = 0.3   # a run of exact zeros this long ends a sentence
 
@@ -81,7 +81,7 @@ def main() -> None:
     silences = sentence_ends(original)
     ends = (silences + [len(original) / 16000])[:len(sentences)]
     length = len(original) / 16000
-    shift = (round(args.rotate * ROTATE_S * 16000) % len(original)) / 16000 if len(original) else 0.0
+    shift = rotation(len(original), args.rotate) / 16000
     kept = []   # (end in the streamed audio, sentence): the sentences the cut leaves whole
     for k, (sentence, end) in enumerate(zip(sentences, ends)):
         begin = ends[k - 1] if k else 0.0

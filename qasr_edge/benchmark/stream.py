@@ -144,12 +144,15 @@ def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
     return row[-1]
 
 
+def rotation(samples: int, i: int) -> int:
+    """The sample stream i's audio starts at: (i * ROTATE_S) mod the audio's length."""
+    return int(round(i * ROTATE_S * SAMPLE_RATE)) % samples if samples else 0
+
+
 def rotated(audio: np.ndarray, i: int) -> np.ndarray:
-    """Stream i's audio: the same samples, starting (i * ROTATE_S) mod its length in."""
-    if not len(audio):
-        return audio
-    shift = int(round((i * ROTATE_S * SAMPLE_RATE))) % len(audio)
-    return np.concatenate([audio[shift:], audio[:shift]])
+    """Stream i's audio: the same samples, starting `rotation(len(audio), i)` in."""
+    shift = rotation(len(audio), i)
+    return np.concatenate([audio[shift:], audio[:shift]]) if shift else audio
 
 
 # -- side processes ----------------------------------------------------------------------------

@@ -259,8 +259,9 @@ class WhisperStream(VoiceSession):
         h = parse_hypothesis(raw, self._ts0, duration, self._weight, probs)
         if len(self._starts_word.spelling(h.tokens)) > MAX_LETTERS[0] * duration + MAX_LETTERS[1]:
             return []   # more text than the audio can hold: nothing of it is committed
-        done = self._skip_committed(h.tokens)
-        if not self.committed:
+        if self.committed:
+            done = self._skip_committed(h.tokens)
+        else:
             # a fresh buffer whose text begins with the last words said before it: its start (a
             # segment end the decoder stamped) came too early, and those words were committed
             # already. They count as committed in this buffer, not as new words. (A buffer
