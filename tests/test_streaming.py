@@ -395,6 +395,28 @@ def test_whisper_commits_a_closed_segment_once_two_hypotheses_agree(whisper):
     assert [(e.type, e.text) for e in events] == [("final", " Hello world.")]
 
 
+def test_whisper_keeps_the_last_words_through_a_hypothesis_that_said_nothing_more(whisper):
+    """An update whose decoder closed the committed text and ended (it does so now and then with
+    speech still to come) is no evidence against the words the update before it heard: the next
+    hypothesis is compared with those, and commits what they agree on."""
+    stream = whisper.family.open_stream(StreamOptions(beam_size=1))
+    t = whisper.family.tokens
+    encode = whisper.family.tokenizer.encode
+    stamp = t.timestamp_begin + 50                                     # <|1.00|>
+
+    def update(tokens, frames):
+        events = stream._commit(decoded(tokens, [np.log(0.5)] * len(tokens)), 0, frames, False)
+        return [(e.type, e.text) for e in events]
+
+    hello = [t.timestamp_begin] + encode(" Hello world.") + [stamp]
+    update(hello, 150)
+    assert update(hello, 214) == [("final", " Hello world.")]        # the prefix is forced from here
+    assert update([stamp, stamp] + encode(" The quick brown fox"), 278) == [("partial", " The quick brown fox")]
+    assert update([stamp], 342) == []                                 # said nothing after the prefix
+    assert stream.previous == encode(" The quick brown fox")
+    assert update([stamp, stamp] + encode(" The quick brown fox jumps"), 406)[0] == ("final", " The quick brown")
+
+
 def test_whisper_commits_nothing_of_a_looped_hypothesis_until_the_utterance_ends(whisper):
     """A hypothesis the search stopped in a loop is a failed decode (its text need not be
     repetitive enough for the compression check): the stream waits for more audio. At the

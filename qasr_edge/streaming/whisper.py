@@ -292,6 +292,11 @@ class WhisperStream(VoiceSession):
             take = looped
             if commit_all:
                 current = current[:take]
+        # the decoder said nothing after the committed text (it closed the segment and ended, as
+        # it does now and then with speech still to come: every other update, for a sentence of
+        # the meeting): no evidence against the last hypothesis, which stays what the next one
+        # has to agree with
+        silent_after = not commit_all and not current and bool(self.previous) and h.tokens[:done] == self.committed
         events = []
         offset = start / FRAMES_PER_SECOND
         if take:
@@ -300,18 +305,19 @@ class WhisperStream(VoiceSession):
             self._last_end = end
             events.append(self._event("final", current[:take], begin, end))
         self.committed = h.tokens[:done + take]   # as the decoder spelled it this time
-        self.previous = current[take:]
-        self._previous_times = ([offset + t for t in h.starts[done + take:]], [offset + t for t in h.ends[done + take:]])
-        self._heard_through = start + frames
-        text_closed = bool(h.segment_ends) and h.segment_ends[-1] == len(h.tokens)
-        self._said_through = start + (int(round(h.segment_times[-1] * FRAMES_PER_SECOND)) if text_closed else frames)
         self.prefix = _through_text_token(raw, len(self.committed), self._ts0)
-        self._previous_raw = raw[len(self.prefix):]
+        if not silent_after:
+            self.previous = current[take:]
+            self._previous_times = ([offset + t for t in h.starts[done + take:]], [offset + t for t in h.ends[done + take:]])
+            self._heard_through = start + frames
+            text_closed = bool(h.segment_ends) and h.segment_ends[-1] == len(h.tokens)
+            self._said_through = start + (int(round(h.segment_times[-1] * FRAMES_PER_SECOND)) if text_closed else frames)
+            self._previous_raw = raw[len(self.prefix):]
         if not commit_all:
             self._trim(h, raw, start, frames)
             rest = self.previous
             text = self.model.tokenizer.decode(rest)
-            if self.options.partials and rest and text != self._partial:
+            if self.options.partials and rest and text != self._partial and not silent_after:
                 begin = max(self._last_end, offset + h.starts[len(h.tokens) - len(rest)])
                 events.append(self._event("partial", rest, begin, max(begin, offset + h.ends[-1])))
             self._partial = text
