@@ -35,6 +35,9 @@ class TranscribeOptions:
     suppress_tokens: tuple[int, ...] = (-1,)   # -1: the model's non-speech symbols
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
+    min_final_timestamp: float | None = None   # Whisper: the transcript ends (end-of-text) only after a
+                                           # timestamp at least this late, in seconds of the window:
+                                           # streams set it where the audio they heard goes on
     max_new_tokens: int | None = None      # per window; None: the family's default (Whisper: 224, half its text context)
     min_new_tokens: int = 0                # end-of-sequence barred before this many (fixed-work benchmarks)
     n_best: int = 1
@@ -64,6 +67,8 @@ class TranscribeOptions:
             raise ValueError("max_new_tokens must be >= 0")
         if self.min_new_tokens < 0 or (self.max_new_tokens is not None and self.min_new_tokens > self.max_new_tokens):
             raise ValueError("min_new_tokens must be between 0 and max_new_tokens")
+        if self.min_final_timestamp is not None and self.min_final_timestamp < 0:
+            raise ValueError("min_final_timestamp must be >= 0")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if self.chunking not in CHUNKING:

@@ -172,6 +172,46 @@ def test_hypothesis_times_from_timestamps():
     assert h.probs == [0.5, 0.6, 0.7]                     # the text tokens' probabilities, in order
 
 
+def test_timestamp_rules_keep_the_text_from_ending_before_a_given_timestamp():
+    """With `min_final_index`, end-of-text is barred until a timestamp at least that late; a
+    timestamp pair closed there (or later) may end the text, and without the bound any may."""
+    from qasr_edge.families.whisper.rules import TimestampRules
+    from qasr_edge.families.whisper.tokens import WhisperTokens
+    t = WhisperTokens(eot=10, sot=11, translate=12, transcribe=13, sot_prev=14, sot_lm=15, no_speech=16,
+                      no_timestamps=17, timestamp_begin=20, languages={"en": 18})
+    ts = t.timestamp_begin
+    rows = [[ts, 3, 4], [ts, 3, 4, ts + 30], [ts, 3, 4, ts + 50], [ts, 3, 4, ts + 30, ts + 30, 5]]
+
+    def eot_allowed(rule):
+        logits = np.full((len(rows), ts + 100), -10.0, np.float32)
+        logits[:, :ts] = 10.0                    # text likelier than any timestamp: none is forced
+        rule(logits, rows)
+        return [bool(np.isfinite(x)) for x in logits[:, t.eot]]
+
+    assert eot_allowed(TimestampRules(t, None, 50)) == [False, False, True, False]
+    assert eot_allowed(TimestampRules(t, None)) == [True] * 4
+
+
+def test_whisper_stream_updates_may_not_end_before_the_audio_they_heard(whisper, english, monkeypatch):
+    """Inside an utterance the decoder may not end the text more than END_MARGIN_S (and the
+    rounding of the window) before the audio heard ends; the utterance's last decode may."""
+    import qasr_edge.streaming.whisper as ws
+    bounds = []
+    decode = ws.decode_windows
+
+    def spy(model, options, items):
+        size = items[0][0].shape[-2] * 2                 # mel frames of the encoder window
+        bounds.append((options.min_final_timestamp, size))
+        return decode(model, options, items)
+
+    monkeypatch.setattr(ws, "decode_windows", spy)
+    events = run(whisper.stream(chunk_ms=640), english, 10240)
+    assert text(events)
+    inside = [(b, size) for b, size in bounds if b is not None]
+    assert inside and any(b is None for b, _ in bounds)
+    assert all(b == max(0.0, round((size - 600) / 100 - ws.END_MARGIN_S, 2)) for b, size in inside)
+
+
 def test_options_and_events_are_checked():
     with pytest.raises(ValueError):
         StreamOptions(chunk_ms=645)

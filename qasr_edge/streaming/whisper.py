@@ -23,13 +23,13 @@ calls of many streams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .. import _core
 from ..options import TranscribeOptions
-from ..families.whisper.graphs import join_windows, take_windows
+from ..families.whisper.graphs import WINDOW_PAD, join_windows, take_windows
 from ..search import Decoded
 from .agreement import WordStarts, agreement, before_loop, complete_words, confident_words, restated, spelled_through
 from .events import SAMPLE_RATE, StreamEvent, StreamOptions
@@ -57,6 +57,12 @@ UNSAID_FRAMES = 100         # at an utterance's end, audio after the text's end 
                             # buffer and stopped, twice, and the last 4 s of speech ("telescopes,
                             # hot tea and a few folding chairs") were never committed
 MAX_TAILS = 2               # such decodes per utterance end
+END_MARGIN_S = 1.0          # inside an utterance, the text may not end before a timestamp this close
+                            # to the end of the audio heard (at least: every buffer encoded in a window
+                            # of the same size gets the same bound, so that their decodes can share a
+                            # batch). The decoder takes the sentence the buffer cuts off as unfinished
+                            # and ends without it, as Whisper ends a window: a sentence of the meeting
+                            # waited four updates (2.5 s) for it to say anything
 WINDOW_STEP = 100           # mel frames: a window is the buffer and at least 5 s of padding, rounded
                             # up to 1 s. (Offline rounds to 5 s so that windows share batches. Streams
                             # on a LiveScheduler update one at a time, where 5 s steps encoded 15% more
@@ -236,6 +242,9 @@ class WhisperStream(VoiceSession):
         short = frames < DETECT_SECONDS * FRAMES_PER_SECOND
         language = self.fixed_language or (None if short else self.language)
         options = self.decode_options
+        if not (commit_all or forced):
+            heard = min(frames, size - WINDOW_PAD - WINDOW_STEP) / FRAMES_PER_SECOND
+            options = replace(options, min_final_timestamp=max(0.0, round(heard - END_MARGIN_S, 2)))
         decoded, detected = yield Work(
             (id(model), "decode", options, size), lambda items: decode_windows(model, options, items),
             (cross, self.prompt, language, self.prefix,

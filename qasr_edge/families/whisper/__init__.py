@@ -255,7 +255,9 @@ class WhisperModel:
         if not options.without_timestamps:
             max_initial = round(options.max_initial_timestamp / TIME_PRECISION) \
                 if options.max_initial_timestamp is not None else None
-            filters.append(TimestampRules(self.tokens, max_initial))
+            min_final = round(options.min_final_timestamp / TIME_PRECISION) \
+                if options.min_final_timestamp is not None else None
+            filters.append(TimestampRules(self.tokens, max_initial, min_final))
 
         def prefill(groups: list[int]) -> Prefilled:
             state, logits = self.graphs.prefill(

@@ -35,11 +35,13 @@ class SuppressAtStart:
 class TimestampRules:
     """Timestamps come in pairs (a lone one only right before end-of-text), never decrease, the
     first token is a timestamp no later than `max_initial_index`, and a timestamp is forced when
-    timestamps together are more likely than any single text token."""
+    timestamps together are more likely than any single text token. With `min_final_index`, the
+    text ends only after a timestamp at least that late."""
 
-    def __init__(self, tokens: WhisperTokens, max_initial_index: int | None):
+    def __init__(self, tokens: WhisperTokens, max_initial_index: int | None, min_final_index: int | None = None):
         self.t = tokens
         self.max_initial_index = max_initial_index
+        self.min_final_index = min_final_index
 
     def __call__(self, logits: np.ndarray, generated: Sequence[Sequence[int]]) -> None:
         ts0, eot = self.t.timestamp_begin, self.t.eot
@@ -60,6 +62,8 @@ class TimestampRules:
                 logits[row, :ts0] = NEG_INF
                 if self.max_initial_index is not None:  # ...and not a late one
                     logits[row, ts0 + self.max_initial_index + 1:] = NEG_INF
+            elif self.min_final_index is not None and (not stamps or stamps[-1] < ts0 + self.min_final_index):
+                logits[row, eot] = NEG_INF              # the text may not end this early
         # timestamps together against the likeliest text token: both sides of a row share its
         # softmax normaliser, so logits compare as log-probabilities do
         stamps = logits[:, ts0:]
