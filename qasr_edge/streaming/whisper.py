@@ -7,7 +7,9 @@ buffer as the decoder said it (timestamps included, as offline transcription pro
 tokens committed in the buffer forced as the start of the transcript (so only the rest is
 generated). The words that this hypothesis and the previous one agree on become a final (a
 word is whole once the next one starts, or once the decoder closed its segment with a timestamp);
-words agree when they are spelled the same, case and punctuation aside. With `commit_prob` under
+words agree when they are spelled the same, case and punctuation aside (an update that said nothing
+after the committed text leaves the previous hypothesis to agree with). Inside an utterance the
+text may not end before END_MARGIN_S short of the audio heard. With `commit_prob` under
 1, words the decoder chose with at least that probability do not wait for the next hypothesis.
 The rest is a partial. Once the buffer is longer than TRIM_SECONDS it is trimmed at the end of
 the last committed segment, and past `max_segment_s` it is committed and cut. The voice-activity
@@ -58,11 +60,11 @@ UNSAID_FRAMES = 100         # at an utterance's end, audio after the text's end 
                             # hot tea and a few folding chairs") were never committed
 MAX_TAILS = 2               # such decodes per utterance end
 END_MARGIN_S = 1.0          # inside an utterance, the text may not end before a timestamp this close
-                            # to the end of the audio heard (at least: every buffer encoded in a window
-                            # of the same size gets the same bound, so that their decodes can share a
-                            # batch). The decoder takes the sentence the buffer cuts off as unfinished
-                            # and ends without it, as Whisper ends a window: a sentence of the meeting
-                            # waited four updates (2.5 s) for it to say anything
+                            # to the end of the audio heard. (Where windows are short, to the least audio
+                            # a window of that size holds, so that buffers encoded alike share a decode
+                            # batch: the bound is 1-2 s before the end.) The decoder takes the sentence
+                            # the buffer cuts off as unfinished and ends without it, as Whisper ends a
+                            # 30 s window: a sentence of the meeting waited four updates (2.5 s) for it
 WINDOW_STEP = 100           # mel frames: a window is the buffer and at least 5 s of padding, rounded
                             # up to 1 s. (Offline rounds to 5 s so that windows share batches. Streams
                             # on a LiveScheduler update one at a time, where 5 s steps encoded 15% more
